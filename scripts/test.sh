@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs the whole test suite (unit and integration tests against real Redis).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/install-redis.sh
+
+start=$(date +%s)
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+status=0
+cargo test --all-targets 2>&1 | tee "$log" || status=$?
+
+passed=0 failed=0 ignored=0
+while read -r p f i; do
+    passed=$((passed + p)) failed=$((failed + f)) ignored=$((ignored + i))
+done < <(sed -nE 's/^test result: .* ([0-9]+) passed; ([0-9]+) failed; ([0-9]+) ignored.*/\1 \2 \3/p' "$log")
+
+elapsed=$(( $(date +%s) - start ))
+if [ "$status" -eq 0 ]; then
+    echo "test.sh: OK: ${passed} passed, ${failed} failed, ${ignored} ignored in ${elapsed}s"
+else
+    echo "test.sh: FAILED (exit ${status}): ${passed} passed, ${failed} failed, ${ignored} ignored in ${elapsed}s"
+fi
+exit "$status"

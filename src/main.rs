@@ -1,0 +1,68 @@
+//! The `nearby` binary: parse the command line, load the config, run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use nearby::cli::{Cli, Command, ConfigArgs};
+use nearby::config::{Config, LogFormat};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run(&args),
+        Command::CheckConfig(args) => match load(&args) {
+            Ok(config) => {
+                print!("{}", config.to_redacted_toml());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+    }
+}
+
+/// Loads and validates the config; on error prints one line naming the key
+/// and returns exit code 2.
+fn load(args: &ConfigArgs) -> Result<Config, ExitCode> {
+    Config::load(args, std::env::var("FLY_REGION").ok()).map_err(|e| {
+        eprintln!("nearby: invalid config: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn run(args: &ConfigArgs) -> ExitCode {
+    let config = match load(args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logs(config.log_format);
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = match rt.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nearby: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(nearby::server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "nearby stopped");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! Shared pipes: one long-lived connection per (upstream, db, protocol) that
+//! carries the stateless requests of many clients, written in batches (one
+//! write per batch) and matched to replies first-in first-out.
+//!
+//! A writer half drains the request queue; a reader half frames replies and
+//! hands each to the session that sent the request. Nothing stateful is ever
+//! sent here: sessions use dedicated connections for that.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::framer::{ReplyFramer, ReplyLimits};
+use crate::topology::Upstream;
+use crate::upstream::{self, Handshake, UpstreamError};
+
+/// What a session hears back about a request it sent.
+#[derive(Debug)]
+pub enum Event {
+    /// The reply to request `seq`, raw.
+    Reply { seq: u64, data: Bytes },
+    /// Request `seq` got no reply; `error` names the upstream and the cause.
+    Failed { seq: u64, error: Arc<str> },
+    /// A frame on a dedicated connection that answers no single request
+    /// (pub/sub messages and confirmations, MONITOR lines): it goes to the
+    /// client after request `after` and before anything later.
+    Stream { after: u64, data: Bytes, subscriptions: Option<usize> },
+    /// A request on a dedicated connection that is answered only by stream
+    /// frames (SUBSCRIBE) has been passed.
+    Passed { seq: u64 },
+    /// The dedicated connection is gone.
+    Closed { error: Arc<str> },
+}
+
+pub type EventTx = mpsc::UnboundedSender<Event>;
+
+pub struct Request {
+    pub seq: u64,
+    pub data: Bytes,
+    pub reply_to: EventTx,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub request: Duration,
+}
+
+#[derive(Clone)]
+pub struct PipeHandle {
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+impl PipeHandle {
+    /// Queues a request. The pipe task lives as long as its upstream, so this
+    /// only fails during shutdown; the request is handed back.
+    pub fn send(&self, req: Request) -> Result<(), Request> {
+        self.tx.send(req).map_err(|e| e.0)
+    }
+}
+
+/// Starts the pipe task for `up` with the connection state `hs`.
+pub fn spawn(up: Arc<Upstream>, hs: Handshake, timeouts: Timeouts) -> PipeHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(up, hs, timeouts, rx));
+    PipeHandle { tx }
+}
+
+fn fail(up: &Upstream, req: Request, error: &Arc<str>) {
+    let _ = req.reply_to.send(Event::Failed {
+        seq: req.seq,
+        error: error.clone(),
+    });
+    let _ = up;
+}
+
+fn describe(up: &Upstream, err: &UpstreamError) -> Arc<str> {
+    Arc::from(format!("{up}: {err}"))
+}
+
+async fn run(
+    up: Arc<Upstream>,
+    hs: Handshake,
+    timeouts: Timeouts,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+) {
+    const MIN_BACKOFF: Duration = Duration::from_millis(50);
+    const MAX_BACKOFF: Duration = Duration::from_secs(1);
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let err = match upstream::open(&up, &hs, timeouts.connect).await {
+            Ok((stream, leftover)) => {
+                backoff = MIN_BACKOFF;
+                let err = serve(&up, stream, leftover, &mut rx, timeouts.request).await;
+                match err {
+                    Some(e) => e,
+                    None => return, // every session is gone: shutting down
+                }
+            }
+            Err(e) => {
+                if up.set_healthy(false) {
+                    tracing::warn!(upstream = %up, error = %e, "upstream marked down");
+                }
+                e
+            }
+        };
+        tracing::debug!(upstream = %up, error = %err, "shared pipe down");
+        // Fail fast while disconnected: reads retry elsewhere, writes get a
+        // clear error now instead of waiting in a queue.
+        let text = describe(&up, &err);
+        let until = Instant::now() + backoff;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break,
+                req = rx.recv() => match req {
+                    Some(req) => fail(&up, req, &text),
+                    None => return,
+                },
+            }
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+struct InFlight {
+    seq: u64,
+    reply_to: EventTx,
+    sent: Instant,
+}
+
+/// Runs one connection until it fails (returns the cause) or the request
+/// queue closes (returns None).
+async fn serve(
+    up: &Arc<Upstream>,
+    stream: tokio::net::TcpStream,
+    leftover: BytesMut,
+    rx: &mut mpsc::UnboundedReceiver<Request>,
+    request_timeout: Duration,
+) -> Option<UpstreamError> {
+    let (rd, mut wr) = stream.into_split();
+    let (inflight_tx, inflight_rx) = mpsc::unbounded_channel::<InFlight>();
+    let (stop_tx, stop_rx) = oneshot::channel::<UpstreamError>();
+    let mut reader = tokio::spawn(read_loop(
+        up.clone(),
+        rd,
+        leftover,
+        inflight_rx,
+        stop_rx,
+        request_timeout,
+    ));
+    let mut batch: Vec<Request> = Vec::with_capacity(128);
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    let err = loop {
+        tokio::select! {
+            biased;
+            res = &mut reader => {
+                break res.unwrap_or_else(|e| UpstreamError::Lost(e.to_string()));
+            }
+            n = rx.recv_many(&mut batch, 1024) => {
+                if n == 0 {
+                    let _ = stop_tx.send(UpstreamError::Lost("shutting down".into()));
+                    return None;
+                }
+                let now = Instant::now();
+                let mut dead = None;
+                for req in batch.drain(..) {
+                    if let Some(err) = &dead {
+                        fail(up, req, err);
+                        continue;
+                    }
+                    let entry = InFlight { seq: req.seq, reply_to: req.reply_to, sent: now };
+                    out.extend_from_slice(&req.data);
+                    if let Err(e) = inflight_tx.send(entry) {
+                        // The reader has stopped: it failed everything it
+                        // held; this one was never written.
+                        let e = e.0;
+                        let text = describe(up, &UpstreamError::Lost("connection closed".into()));
+                        let _ = e.reply_to.send(Event::Failed { seq: e.seq, error: text.clone() });
+                        dead = Some(text);
+                    } else {
+                        up.add_outstanding(1);
+                    }
+                }
+                if !out.is_empty()
+                    && let Err(e) = wr.write_all(&out).await
+                {
+                    out.clear();
+                    let err = UpstreamError::Lost(e.to_string());
+                    let _ = stop_tx.send(err.clone());
+                    let _ = reader.await;
+                    break err;
+                }
+                out.clear();
+                if dead.is_some() {
+                    break reader.await.unwrap_or_else(|e| UpstreamError::Lost(e.to_string()));
+                }
+            }
+        }
+    };
+    Some(err)
+}
+
+async fn read_loop(
+    up: Arc<Upstream>,
+    mut rd: OwnedReadHalf,
+    mut buf: BytesMut,
+    mut inflight_rx: mpsc::UnboundedReceiver<InFlight>,
+    mut stop: oneshot::Receiver<UpstreamError>,
+    request_timeout: Duration,
+) -> UpstreamError {
+    let mut pending: VecDeque<InFlight> = VecDeque::new();
+    let mut framer = ReplyFramer::new(ReplyLimits::default());
+    let err = 'conn: loop {
+        loop {
+            match framer.next(&mut buf) {
+                Ok(Some(reply)) => {
+                    // Out-of-band pushes answer no request; none are expected
+                    // on a stateless pipe, so they are dropped.
+                    if reply.is_push() {
+                        continue;
+                    }
+                    let entry = match pending.pop_front() {
+                        Some(e) => e,
+                        None => match inflight_rx.try_recv() {
+                            Ok(e) => e,
+                            Err(_) => {
+                                break 'conn UpstreamError::Protocol("reply without a request".into());
+                            }
+                        },
+                    };
+                    up.sub_outstanding(1);
+                    let _ = entry.reply_to.send(Event::Reply {
+                        seq: entry.seq,
+                        data: reply.raw,
+                    });
+                }
+                Ok(None) => break,
+                Err(e) => break 'conn UpstreamError::Protocol(e.to_string()),
+            }
+        }
+        while let Ok(e) = inflight_rx.try_recv() {
+            pending.push_back(e);
+        }
+        let deadline = pending.front().map(|p| p.sent + request_timeout);
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        tokio::select! {
+            r = rd.read_buf(&mut buf) => match r {
+                Ok(0) => break UpstreamError::Lost("closed by the upstream".into()),
+                Ok(_) => {}
+                Err(e) => break UpstreamError::Lost(e.to_string()),
+            },
+            e = inflight_rx.recv() => match e {
+                Some(e) => pending.push_back(e),
+                None => break UpstreamError::Lost("writer stopped".into()),
+            },
+            _ = sleep_until_opt(deadline) => {
+                break UpstreamError::Timeout(request_timeout.as_millis() as u64);
+            }
+            e = &mut stop => {
+                break e.unwrap_or_else(|_| UpstreamError::Lost("writer stopped".into()));
+            }
+        }
+    };
+    // Nothing more will be matched on this connection: fail what is in
+    // flight (no reply was received for any of it).
+    inflight_rx.close();
+    while let Ok(e) = inflight_rx.try_recv() {
+        pending.push_back(e);
+    }
+    let text = describe(&up, &err);
+    up.sub_outstanding(pending.len());
+    for p in pending {
+        let _ = p.reply_to.send(Event::Failed {
+            seq: p.seq,
+            error: text.clone(),
+        });
+    }
+    if matches!(err, UpstreamError::Timeout(_)) && up.set_healthy(false) {
+        tracing::warn!(upstream = %up, error = %err, "upstream marked down");
+    }
+    err
+}
+
+pub(crate) async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,173 @@
+//! The running sidecar: shared state, the client listener, background tasks
+//! and shutdown.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::command::CommandTable;
+use crate::config::Config;
+use crate::framer::reply::decode_resp2;
+use crate::health::{self, Control};
+use crate::pipe::{self, PipeHandle, Timeouts};
+use crate::resp::Proto;
+use crate::topology::{Role, Topology, Upstream};
+use crate::upstream::Handshake;
+
+/// State every session reads. The topology and command table are swapped
+/// whole, so readers never lock.
+pub struct Shared {
+    pub config: Config,
+    pub topology: ArcSwap<Topology>,
+    pub commands: ArcSwap<CommandTable>,
+    /// `redis_version` of the primary, for HELLO.
+    pub server_version: RwLock<String>,
+    /// The primary's `databases`, the bound for SELECT.
+    pub databases: AtomicU32,
+    pub timeouts: Timeouts,
+    next_client_id: AtomicU64,
+    pub clients: AtomicUsize,
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Shared {
+        let mut id = 0;
+        let mut next = |role, region: &str, url| {
+            id += 1;
+            Arc::new(Upstream::new(id - 1, role, region.to_string(), url))
+        };
+        let primary = next(Role::Primary, &config.primary.region, config.primary.url.clone());
+        let replicas = config
+            .replicas
+            .iter()
+            .map(|r| next(Role::Replica, &r.region, r.url.clone()))
+            .collect();
+        let timeouts = Timeouts {
+            connect: Duration::from_millis(config.timeouts.connect_timeout_ms),
+            request: Duration::from_millis(config.timeouts.request_timeout_ms),
+        };
+        Shared {
+            topology: ArcSwap::from_pointee(Topology { primary, replicas }),
+            commands: ArcSwap::from_pointee(CommandTable::builtin()),
+            server_version: RwLock::new("7.0.0".into()),
+            databases: AtomicU32::new(16),
+            timeouts,
+            next_client_id: AtomicU64::new(1),
+            clients: AtomicUsize::new(0),
+            config,
+        }
+    }
+
+    pub fn next_client_id(&self) -> u64 {
+        self.next_client_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The shared pipe to `up` for (db, proto), started on first use.
+    pub fn pipe(&self, up: &Arc<Upstream>, db: u32, proto: Proto) -> PipeHandle {
+        up.pipe(db, proto, || {
+            let hs = Handshake {
+                auth: None,
+                db,
+                proto: Some(proto),
+            };
+            pipe::spawn(up.clone(), hs, self.timeouts)
+        })
+    }
+
+    /// Reads what the sidecar mirrors from the primary: the command table
+    /// (`COMMAND`), the server version and the number of databases. Each
+    /// part is optional: a managed Redis may refuse CONFIG.
+    pub async fn refresh_server_facts(&self, c: &mut Control, timeout: Duration) {
+        match c.call(&[b"COMMAND"], timeout).await {
+            Ok(r) if !r.is_error() => match decode_resp2(&r.raw)
+                .map_err(|e| e.to_string())
+                .and_then(|f| CommandTable::from_command_reply(&f))
+            {
+                Ok(t) => {
+                    tracing::debug!(commands = t.len(), "command table read from the primary");
+                    self.commands.store(Arc::new(t));
+                }
+                Err(e) => tracing::warn!(error = %e, "could not read COMMAND; using the built-in table"),
+            },
+            Ok(r) => tracing::warn!(reply = %String::from_utf8_lossy(&r.raw).trim_end(), "COMMAND refused; using the built-in table"),
+            Err(e) => tracing::warn!(error = %e, "COMMAND failed; using the built-in table"),
+        }
+        if let Ok(r) = c.call(&[b"INFO", b"server"], timeout).await {
+            let text = String::from_utf8_lossy(&r.raw);
+            if let Some(v) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("redis_version:"))
+            {
+                *self.server_version.write().unwrap_or_else(|p| p.into_inner()) = v.trim().to_string();
+            }
+        }
+        if let Ok(r) = c.call(&[b"CONFIG", b"GET", b"databases"], timeout).await
+            && let Ok(redis_protocol::resp2::types::BytesFrame::Array(v)) = decode_resp2(&r.raw)
+            && let Some(redis_protocol::resp2::types::BytesFrame::BulkString(n)) = v.get(1)
+            && let Some(n) = std::str::from_utf8(n).ok().and_then(|s| s.parse().ok())
+        {
+            self.databases.store(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Runs the sidecar until SIGINT/SIGTERM.
+pub async fn run(config: Config) -> std::io::Result<()> {
+    let listener = crate::net::listen(config.listen)?;
+    let shared = Arc::new(Shared::new(config));
+    tracing::info!(
+        listen = %shared.config.listen,
+        primary = %shared.topology.load().primary,
+        replicas = shared.topology.load().replicas.len(),
+        "nearby is serving"
+    );
+    for up in shared.topology.load().all() {
+        tokio::spawn(health::probe_loop(shared.clone(), up.clone()));
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let accept = tokio::spawn(accept_loop(listener, shared.clone(), stop_rx));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), accept).await;
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            r = listener.accept() => match r {
+                Ok((stream, _peer)) => {
+                    crate::net::tune_accepted(&stream);
+                    let shared = shared.clone();
+                    tokio::spawn(crate::session::serve(shared, stream));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

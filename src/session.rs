@@ -1,0 +1,995 @@
+//! One client connection: frame requests, route each, and write replies back
+//! strictly in request order, whichever upstream answers first.
+//!
+//! Every request gets a sequence number and a slot in `pending`; replies
+//! arrive as events on the session's channel and fill their slot; the front
+//! of `pending` is written as soon as it is complete. Connection state that
+//! Redis would keep per client (db, protocol, name, auth, CLIENT REPLY) is
+//! kept here; state that only an upstream connection can hold (MULTI, WATCH,
+//! subscriptions, blocking calls, MONITOR, tracking) pins the session to a
+//! dedicated connection for as long as it lives.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::command::{self, Local, Pin, Route};
+use crate::dedicated::{DRequest, Dedicated, Expect};
+use crate::framer::{Command, RequestFramer, RequestLimits};
+use crate::pipe::{Event, EventTx, PipeHandle, Request};
+use crate::resp::{self, HelloInfo, Proto};
+use crate::server::Shared;
+use crate::topology::{Role, Upstream};
+use crate::upstream::Handshake;
+
+/// Serves one client until it disconnects, QUITs, or breaks the protocol.
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream) {
+    let max = shared.config.limits.max_clients;
+    if shared.clients.fetch_add(1, Ordering::Relaxed) >= max {
+        shared.clients.fetch_sub(1, Ordering::Relaxed);
+        let mut stream = stream;
+        let _ = stream
+            .write_all(&resp::error("ERR max number of clients reached"))
+            .await;
+        return;
+    }
+    let mut session = Session::new(shared.clone());
+    session.run(stream).await;
+    shared.clients.fetch_sub(1, Ordering::Relaxed);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ReplyMode {
+    On,
+    Off,
+    Skip,
+}
+
+/// Something to do when a reply arrives, if it is not an error.
+#[derive(Clone, Debug)]
+enum Hook {
+    None,
+    Db(u32),
+    Proto(Proto),
+    /// A pass-through AUTH (or HELLO AUTH) succeeded: the session now runs
+    /// as this user, on its dedicated connection only.
+    Identity(Option<String>, String, Option<Proto>),
+    /// EXEC: apply a SELECT queued inside the transaction.
+    Exec,
+}
+
+enum SlotState {
+    Waiting,
+    Done(Bytes),
+}
+
+struct Slot {
+    seq: u64,
+    state: SlotState,
+    /// Stream frames that go right after this slot's reply.
+    trailer: Vec<Bytes>,
+    /// CLIENT REPLY OFF/SKIP: awaited for ordering, never written.
+    silent: bool,
+    on_dedicated: bool,
+    hook: Hook,
+    /// For reads: the command and the upstreams tried, so a read that got
+    /// no reply (or a replica's refusal) can go elsewhere.
+    retry: Option<Retry>,
+}
+
+struct Retry {
+    cmd: Command,
+    tried: Vec<usize>,
+    upstream: Arc<Upstream>,
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    id: u64,
+    proto: Proto,
+    db: u32,
+    name: Option<Bytes>,
+    authed: bool,
+    identity: Option<(Option<String>, String)>,
+    reply_mode: ReplyMode,
+    next_seq: u64,
+    pending: VecDeque<Slot>,
+    events_tx: EventTx,
+    events_rx: mpsc::UnboundedReceiver<Event>,
+    pipes: Vec<(usize, u32, Proto, PipeHandle)>,
+    ded: Option<Dedicated>,
+    ded_outstanding: usize,
+    in_multi: bool,
+    watching: bool,
+    subscribed: bool,
+    monitor: bool,
+    client_state: bool,
+    /// A SELECT queued inside MULTI, applied when EXEC succeeds.
+    multi_db: Option<u32>,
+    closing: bool,
+    out: BytesMut,
+}
+
+impl Session {
+    fn new(shared: Arc<Shared>) -> Session {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let id = shared.next_client_id();
+        let db = shared.config.primary.url.db;
+        let authed = shared.config.security.requirepass.is_none();
+        Session {
+            shared,
+            id,
+            proto: Proto::Resp2,
+            db,
+            name: None,
+            authed,
+            identity: None,
+            reply_mode: ReplyMode::On,
+            next_seq: 1,
+            pending: VecDeque::new(),
+            events_tx,
+            events_rx,
+            pipes: Vec::new(),
+            ded: None,
+            ded_outstanding: 0,
+            in_multi: false,
+            watching: false,
+            subscribed: false,
+            monitor: false,
+            client_state: false,
+            multi_db: None,
+            closing: false,
+            out: BytesMut::with_capacity(16 * 1024),
+        }
+    }
+
+    async fn run(&mut self, stream: TcpStream) {
+        let (mut rd, mut wr) = stream.into_split();
+        let limits = &self.shared.config.limits;
+        let mut framer = RequestFramer::new(RequestLimits {
+            max_bulk_len: limits.proto_max_bulk_len,
+            ..RequestLimits::default()
+        });
+        let max_inflight = limits.max_inflight.max(1);
+        let mut inbuf = BytesMut::with_capacity(16 * 1024);
+        let mut eof = false;
+        loop {
+            let can_read = !eof && !self.closing && self.pending.len() < max_inflight;
+            if can_read && inbuf.capacity() - inbuf.len() < 4096 {
+                inbuf.reserve(16 * 1024);
+            }
+            tokio::select! {
+                r = rd.read_buf(&mut inbuf), if can_read => match r {
+                    Ok(0) | Err(_) => {
+                        // Half-closed or reset: answer what was asked, then go.
+                        eof = true;
+                    }
+                    Ok(_) => {
+                        framer.set_unauthenticated(!self.authed);
+                        self.take_commands(&mut framer, &mut inbuf, max_inflight);
+                    }
+                },
+                ev = self.events_rx.recv() => {
+                    if let Some(ev) = ev {
+                        self.on_event(ev);
+                    }
+                    while let Ok(ev) = self.events_rx.try_recv() {
+                        self.on_event(ev);
+                    }
+                }
+            }
+            // Commands left in the buffer when the in-flight limit stopped
+            // framing: take them once there is room.
+            if !self.closing && !inbuf.is_empty() && self.pending.len() < max_inflight {
+                framer.set_unauthenticated(!self.authed);
+                self.take_commands(&mut framer, &mut inbuf, max_inflight);
+            }
+            self.flush_ready();
+            if !self.out.is_empty() {
+                if wr.write_all(&self.out).await.is_err() {
+                    break;
+                }
+                self.out.clear();
+                if self.out.capacity() > 1024 * 1024 {
+                    self.out = BytesMut::with_capacity(16 * 1024);
+                }
+            }
+            if (self.closing || eof) && self.pending.is_empty() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    }
+
+    fn take_commands(&mut self, framer: &mut RequestFramer, inbuf: &mut BytesMut, max_inflight: usize) {
+        while !self.closing && self.pending.len() < max_inflight {
+            match framer.next(inbuf) {
+                Ok(Some(cmd)) => self.dispatch(cmd),
+                Ok(None) => break,
+                Err(e) => {
+                    let reply = resp::error(&format!("ERR {e}"));
+                    self.push_done(reply);
+                    self.closing = true;
+                }
+            }
+        }
+    }
+
+    // === slots ===
+
+    fn new_slot(&mut self, on_dedicated: bool, hook: Hook) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let silent = match self.reply_mode {
+            ReplyMode::On => false,
+            ReplyMode::Off => true,
+            ReplyMode::Skip => {
+                self.reply_mode = ReplyMode::On;
+                true
+            }
+        };
+        if on_dedicated {
+            self.ded_outstanding += 1;
+        }
+        self.pending.push_back(Slot {
+            seq,
+            state: SlotState::Waiting,
+            trailer: Vec::new(),
+            silent,
+            on_dedicated,
+            hook,
+            retry: None,
+        });
+        seq
+    }
+
+    fn push_done(&mut self, reply: Bytes) {
+        let seq = self.new_slot(false, Hook::None);
+        self.complete(seq, reply);
+    }
+
+    fn slot_mut(&mut self, seq: u64) -> Option<&mut Slot> {
+        let front = self.pending.front()?.seq;
+        let idx = seq.checked_sub(front)? as usize;
+        self.pending.get_mut(idx)
+    }
+
+    fn complete(&mut self, seq: u64, reply: Bytes) {
+        let Some(slot) = self.slot_mut(seq) else { return };
+        if !matches!(slot.state, SlotState::Waiting) {
+            return;
+        }
+        let ok = !reply.starts_with(b"-");
+        let hook = std::mem::replace(&mut slot.hook, Hook::None);
+        let on_ded = slot.on_dedicated;
+        slot.state = SlotState::Done(reply);
+        if on_ded {
+            self.ded_outstanding -= 1;
+        }
+        if ok {
+            self.apply_hook(hook, seq);
+        }
+    }
+
+    fn apply_hook(&mut self, hook: Hook, seq: u64) {
+        match hook {
+            Hook::None => {}
+            Hook::Db(db) => {
+                self.db = db;
+                if let Some(d) = &mut self.ded {
+                    d.db = db;
+                }
+            }
+            Hook::Proto(p) => {
+                self.proto = p;
+                if let Some(d) = &mut self.ded {
+                    d.proto = p;
+                }
+            }
+            Hook::Identity(user, pass, proto) => {
+                self.identity = Some((user, pass));
+                if let Some(p) = proto {
+                    self.proto = p;
+                    if let Some(d) = &mut self.ded {
+                        d.proto = p;
+                    }
+                }
+            }
+            Hook::Exec => {
+                // EXEC answered with an array: the queued commands ran.
+                let ran = self
+                    .slot_mut(seq)
+                    .is_some_and(|s| matches!(&s.state, SlotState::Done(b) if b.starts_with(b"*")));
+                if let Some(db) = self.multi_db.take()
+                    && ran
+                {
+                    self.apply_hook(Hook::Db(db), seq);
+                }
+            }
+        }
+    }
+
+    fn flush_ready(&mut self) {
+        while let Some(front) = self.pending.front() {
+            if matches!(front.state, SlotState::Waiting) {
+                break;
+            }
+            let slot = self.pending.pop_front().expect("front exists");
+            if let SlotState::Done(data) = slot.state
+                && !slot.silent
+            {
+                self.out.extend_from_slice(&data);
+            }
+            for t in slot.trailer {
+                self.out.extend_from_slice(&t);
+            }
+        }
+    }
+
+    // === events ===
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Reply { seq, data } => {
+                if data.starts_with(b"-") && self.try_reroute(seq, &data) {
+                    return;
+                }
+                self.complete(seq, data);
+            }
+            Event::Failed { seq, error } => {
+                if self.try_retry(seq) {
+                    return;
+                }
+                self.complete(seq, resp::error(&format!("ERR nearby: {error}")));
+            }
+            Event::Passed { seq } => self.complete(seq, Bytes::new()),
+            Event::Stream {
+                after,
+                data,
+                subscriptions,
+            } => {
+                if let Some(n) = subscriptions {
+                    self.subscribed = n > 0;
+                }
+                match self.slot_mut(after) {
+                    Some(slot) => slot.trailer.push(data),
+                    None => {
+                        // Everything before it is written (its slot is gone),
+                        // and nothing after it has been answered.
+                        if self.pending.front().is_none_or(|f| f.seq > after) {
+                            self.out.extend_from_slice(&data);
+                        }
+                    }
+                }
+            }
+            Event::Closed { error } => {
+                let stateful = self.in_multi
+                    || self.watching
+                    || self.subscribed
+                    || self.monitor
+                    || self.client_state
+                    || self.identity.is_some();
+                self.ded = None;
+                self.ded_outstanding = 0;
+                if stateful {
+                    // The state the client built is gone with the
+                    // connection; closing tells its library to rebuild it.
+                    tracing::debug!(client = self.id, error = %error, "dedicated connection lost");
+                    self.in_multi = false;
+                    self.watching = false;
+                    self.subscribed = false;
+                    self.monitor = false;
+                    self.client_state = false;
+                    self.closing = true;
+                }
+            }
+        }
+    }
+
+    /// A replica refused a read it cannot serve: READONLY (the command is a
+    /// write after all: learn it), NOSCRIPT (scripts are not replicated),
+    /// LOADING, MASTERDOWN. The primary would have answered: ask it.
+    fn try_reroute(&mut self, seq: u64, data: &[u8]) -> bool {
+        let code_end = data.iter().position(|&b| b == b' ' || b == b'\r').unwrap_or(data.len());
+        let code = &data[1..code_end];
+        let refusal = matches!(code, b"READONLY" | b"NOSCRIPT" | b"LOADING" | b"MASTERDOWN");
+        if !refusal {
+            return false;
+        }
+        let Some(slot) = self.slot_mut(seq) else { return false };
+        let Some(retry) = slot.retry.take() else { return false };
+        if retry.upstream.role != Role::Replica {
+            return false;
+        }
+        if code == b"READONLY" {
+            let table = self.shared.commands.load();
+            let learned = table.with_write(retry.cmd.name(), retry.cmd.arg(1));
+            self.shared.commands.store(Arc::new(learned));
+            tracing::info!(command = %String::from_utf8_lossy(retry.cmd.name()), "replica refused a write: routing this command to the primary from now on");
+        }
+        let primary = self.shared.topology.load().primary.clone();
+        self.resend(seq, retry.cmd, primary, retry.tried);
+        true
+    }
+
+    /// A read that got no reply at all may go to another candidate, once.
+    fn try_retry(&mut self, seq: u64) -> bool {
+        let Some(slot) = self.slot_mut(seq) else { return false };
+        let Some(retry) = slot.retry.take() else { return false };
+        if retry.tried.len() >= 2 {
+            return false;
+        }
+        let topo = self.shared.topology.load();
+        let next = topo.pick_read(&retry.tried).clone();
+        if retry.tried.contains(&next.id) {
+            return false;
+        }
+        self.resend(seq, retry.cmd, next, retry.tried);
+        true
+    }
+
+    fn resend(&mut self, seq: u64, cmd: Command, up: Arc<Upstream>, mut tried: Vec<usize>) {
+        tried.push(up.id);
+        let pipe = self.pipe_for(&up);
+        let data = cmd.raw().clone();
+        if let Some(slot) = self.slot_mut(seq) {
+            slot.retry = Some(Retry {
+                cmd,
+                tried,
+                upstream: up,
+            });
+        }
+        self.send_pipe(&pipe, seq, data);
+    }
+
+    // === routing ===
+
+    fn pinned(&self) -> bool {
+        self.ded.is_some()
+            && (self.in_multi
+                || self.watching
+                || self.subscribed
+                || self.monitor
+                || self.client_state
+                || self.identity.is_some()
+                || self.ded_outstanding > 0)
+    }
+
+    fn dispatch(&mut self, cmd: Command) {
+        if cmd.argc() == 0 {
+            return;
+        }
+        if !self.authed && !self.allowed_unauthenticated(&cmd) {
+            self.push_done(resp::error("NOAUTH Authentication required."));
+            return;
+        }
+        let route = command::classify(&self.shared.commands.load(), &cmd);
+        if self.pinned() {
+            self.dispatch_pinned(cmd, route);
+            return;
+        }
+        match route {
+            Route::Read => {
+                let up = if self.shared.config.routing.read_from == crate::config::ReadFrom::Primary {
+                    self.shared.topology.load().primary.clone()
+                } else {
+                    self.shared.topology.load().pick_read(&[]).clone()
+                };
+                let pipe = self.pipe_for(&up);
+                let seq = self.new_slot(false, Hook::None);
+                let data = cmd.raw().clone();
+                if let Some(slot) = self.slot_mut(seq) {
+                    slot.retry = Some(Retry {
+                        cmd,
+                        tried: vec![up.id],
+                        upstream: up,
+                    });
+                }
+                self.send_pipe(&pipe, seq, data);
+            }
+            Route::Primary => self.to_primary(cmd),
+            Route::Local(l) => self.local(l, cmd),
+            Route::Pin(Pin::Exec | Pin::Discard) => {
+                // Without MULTI, Redis answers with an error and keeps no
+                // state: the shared pipe is fine.
+                self.to_primary(cmd)
+            }
+            Route::Pin(p) => {
+                self.ensure_dedicated();
+                self.dispatch_pinned(cmd, Route::Pin(p));
+            }
+        }
+    }
+
+    fn to_primary(&mut self, cmd: Command) {
+        let up = self.shared.topology.load().primary.clone();
+        let pipe = self.pipe_for(&up);
+        let seq = self.new_slot(false, Hook::None);
+        self.send_pipe(&pipe, seq, cmd.into_raw());
+    }
+
+    fn send_pipe(&mut self, pipe: &PipeHandle, seq: u64, data: Bytes) {
+        let req = Request {
+            seq,
+            data,
+            reply_to: self.events_tx.clone(),
+        };
+        if pipe.send(req).is_err() {
+            self.complete(seq, resp::error("ERR nearby: shutting down"));
+        }
+    }
+
+    fn pipe_for(&mut self, up: &Arc<Upstream>) -> PipeHandle {
+        if let Some((_, _, _, p)) = self
+            .pipes
+            .iter()
+            .find(|(id, db, proto, _)| *id == up.id && *db == self.db && *proto == self.proto)
+        {
+            return p.clone();
+        }
+        let p = self.shared.pipe(up, self.db, self.proto);
+        self.pipes.push((up.id, self.db, self.proto, p.clone()));
+        p
+    }
+
+    fn ensure_dedicated(&mut self) {
+        if let Some(d) = &self.ded
+            && d.db == self.db
+            && d.proto == self.proto
+        {
+            return;
+        }
+        let primary = self.shared.topology.load().primary.clone();
+        let hs = Handshake {
+            auth: self.identity.clone(),
+            db: self.db,
+            proto: Some(self.proto),
+        };
+        self.ded = Some(Dedicated::open(
+            primary,
+            hs,
+            self.shared.timeouts,
+            self.events_tx.clone(),
+        ));
+    }
+
+    fn send_dedicated(&mut self, cmd: Command, expect: Expect, hook: Hook) {
+        self.ensure_dedicated();
+        let seq = self.new_slot(true, hook);
+        let req = DRequest {
+            seq,
+            data: cmd.into_raw(),
+            expect,
+        };
+        let sent = self.ded.as_ref().is_some_and(|d| d.send(req));
+        if !sent {
+            self.complete(seq, resp::error("ERR nearby: the dedicated upstream connection is closed"));
+        }
+    }
+
+    fn dispatch_pinned(&mut self, cmd: Command, route: Route) {
+        if self.monitor {
+            // Every frame on a monitoring connection is a stream frame.
+            match route {
+                Route::Local(Local::Quit) | Route::Local(Local::Reset) => {}
+                _ => {
+                    self.send_dedicated(cmd, Expect::Stream, Hook::None);
+                    return;
+                }
+            }
+        }
+        match route {
+            Route::Local(
+                l @ (Local::Quit
+                | Local::Reset
+                | Local::SetName
+                | Local::GetName
+                | Local::ClientReply
+                | Local::Reject(_)),
+            ) => self.local(l, cmd),
+            Route::Local(Local::Select) => match self.parse_db(&cmd) {
+                Err(e) => self.push_done(e),
+                Ok(db) => {
+                    if self.in_multi {
+                        self.multi_db = Some(db);
+                        self.send_dedicated(cmd, Expect::One { blocking: false }, Hook::None);
+                    } else {
+                        self.send_dedicated(cmd, Expect::One { blocking: false }, Hook::Db(db));
+                    }
+                }
+            },
+            Route::Local(Local::Hello) => {
+                // On a dedicated connection HELLO goes to Redis itself, which
+                // knows the connection's state (auth, subscriptions).
+                let hook = match self.hello_args(&cmd) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        self.push_done(e);
+                        return;
+                    }
+                };
+                self.send_dedicated(cmd, Expect::One { blocking: false }, hook);
+            }
+            Route::Local(Local::Auth) => {
+                if self.shared.config.security.requirepass.is_some() {
+                    self.local(Local::Auth, cmd);
+                } else {
+                    let hook = auth_hook(&cmd, None);
+                    self.send_dedicated(cmd, Expect::One { blocking: false }, hook);
+                }
+            }
+            Route::Local(Local::Unwatch) => {
+                self.watching = false;
+                self.send_dedicated(cmd, Expect::One { blocking: false }, Hook::None);
+            }
+            Route::Local(Local::Unsubscribe(_)) => {
+                self.send_dedicated(cmd, Expect::Stream, Hook::None);
+            }
+            Route::Pin(Pin::Subscribe(_)) => {
+                self.subscribed = true;
+                self.send_dedicated(cmd, Expect::Stream, Hook::None);
+            }
+            Route::Pin(Pin::Multi) => {
+                self.in_multi = true;
+                self.send_dedicated(cmd, Expect::One { blocking: false }, Hook::None);
+            }
+            Route::Pin(Pin::Exec) => {
+                self.in_multi = false;
+                self.watching = false;
+                self.send_dedicated(cmd, Expect::One { blocking: false }, Hook::Exec);
+            }
+            Route::Pin(Pin::Discard) => {
+                self.in_multi = false;
+                self.watching = false;
+                self.multi_db = None;
+                self.send_dedicated(cmd, Expect::One { blocking: false }, Hook::None);
+            }
+            Route::Pin(Pin::Watch) => {
+                if !self.in_multi {
+                    self.watching = true;
+                }
+                self.send_dedicated(cmd, Expect::One { blocking: false }, Hook::None);
+            }
+            Route::Pin(Pin::Monitor) => {
+                self.monitor = true;
+                self.send_dedicated(cmd, Expect::Monitor, Hook::None);
+            }
+            Route::Pin(Pin::ClientState) => {
+                self.client_state = true;
+                self.send_dedicated(cmd, Expect::One { blocking: false }, Hook::None);
+            }
+            // Inside MULTI a blocking command does not block: Redis runs it
+            // as its non-blocking form at EXEC.
+            Route::Pin(Pin::Blocking) => {
+                let blocking = !self.in_multi;
+                self.send_dedicated(cmd, Expect::One { blocking }, Hook::None);
+            }
+            Route::Read | Route::Primary => {
+                self.send_dedicated(cmd, Expect::One { blocking: false }, Hook::None)
+            }
+        }
+    }
+
+    // === commands the sidecar answers ===
+
+    fn allowed_unauthenticated(&self, cmd: &Command) -> bool {
+        cmd.name_eq("AUTH") || cmd.name_eq("HELLO") || cmd.name_eq("QUIT")
+    }
+
+    fn parse_db(&self, cmd: &Command) -> Result<u32, Bytes> {
+        if cmd.argc() != 2 {
+            return Err(resp::error("ERR wrong number of arguments for 'select' command"));
+        }
+        let n: i64 = parse_int(cmd.arg(1).unwrap_or(b""))
+            .ok_or_else(|| resp::error("ERR value is not an integer or out of range"))?;
+        let max = self.shared.databases.load(Ordering::Relaxed) as i64;
+        if n < 0 || n >= max {
+            return Err(resp::error("ERR DB index is out of range"));
+        }
+        Ok(n as u32)
+    }
+
+    /// Validates HELLO's arguments; returns what a successful reply changes.
+    fn hello_args(&self, cmd: &Command) -> Result<Hook, Bytes> {
+        let Some(ver) = cmd.arg(1) else {
+            return Ok(Hook::None);
+        };
+        let proto = match parse_int(ver) {
+            Some(2) => Proto::Resp2,
+            Some(3) => Proto::Resp3,
+            Some(_) => return Err(resp::error("NOPROTO unsupported protocol version")),
+            None => {
+                return Err(resp::error(
+                    "ERR Protocol version is not an integer or out of range",
+                ));
+            }
+        };
+        let mut i = 2;
+        let mut auth = None;
+        while i < cmd.argc() {
+            let opt = cmd.arg(i).unwrap_or(b"");
+            let more = cmd.argc() - i - 1;
+            if opt.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
+                let user = String::from_utf8_lossy(cmd.arg(i + 1).unwrap_or(b"")).into_owned();
+                let pass = String::from_utf8_lossy(cmd.arg(i + 2).unwrap_or(b"")).into_owned();
+                auth = Some((Some(user), pass));
+                i += 3;
+            } else if opt.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
+                i += 2;
+            } else {
+                return Err(resp::error(&format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(opt)
+                )));
+            }
+        }
+        Ok(match auth {
+            Some((u, p)) => Hook::Identity(u, p, Some(proto)),
+            None => Hook::Proto(proto),
+        })
+    }
+
+    fn local(&mut self, l: Local, cmd: Command) {
+        match l {
+            Local::Select => match self.parse_db(&cmd) {
+                Ok(db) => {
+                    self.db = db;
+                    self.push_done(resp::ok());
+                }
+                Err(e) => self.push_done(e),
+            },
+            Local::Hello => self.hello(cmd),
+            Local::Auth => self.auth(cmd),
+            Local::SetName => {
+                if cmd.argc() != 3 {
+                    self.push_done(resp::error(
+                        "ERR wrong number of arguments for 'client|setname' command",
+                    ));
+                    return;
+                }
+                let name = cmd.arg(2).unwrap_or(b"");
+                if let Err(e) = check_client_name(name) {
+                    self.push_done(e);
+                    return;
+                }
+                self.name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
+                self.push_done(resp::ok());
+            }
+            Local::GetName => {
+                let reply = match &self.name {
+                    Some(n) => resp::bulk(n),
+                    None => resp::null(self.proto),
+                };
+                self.push_done(reply);
+            }
+            Local::ClientReply => {
+                let mode = cmd.arg(2).unwrap_or(b"");
+                if cmd.argc() != 3 {
+                    self.push_done(resp::error(
+                        "ERR wrong number of arguments for 'client|reply' command",
+                    ));
+                } else if mode.eq_ignore_ascii_case(b"ON") {
+                    self.reply_mode = ReplyMode::On;
+                    self.push_done(resp::ok());
+                } else if mode.eq_ignore_ascii_case(b"OFF") {
+                    self.reply_mode = ReplyMode::Off;
+                } else if mode.eq_ignore_ascii_case(b"SKIP") {
+                    if self.reply_mode != ReplyMode::Off {
+                        self.reply_mode = ReplyMode::Skip;
+                    }
+                } else {
+                    self.push_done(resp::error("ERR syntax error"));
+                }
+            }
+            Local::Quit => {
+                self.push_done(resp::ok());
+                self.closing = true;
+            }
+            Local::Reset => {
+                self.ded = None;
+                self.ded_outstanding = 0;
+                self.in_multi = false;
+                self.watching = false;
+                self.subscribed = false;
+                self.monitor = false;
+                self.client_state = false;
+                self.multi_db = None;
+                self.identity = None;
+                self.db = self.shared.config.primary.url.db;
+                self.proto = Proto::Resp2;
+                self.name = None;
+                self.reply_mode = ReplyMode::On;
+                self.authed = self.shared.config.security.requirepass.is_none();
+                // Slots still waiting on the dropped dedicated connection
+                // would never complete.
+                let waiting: Vec<u64> = self
+                    .pending
+                    .iter()
+                    .filter(|s| s.on_dedicated && matches!(s.state, SlotState::Waiting))
+                    .map(|s| s.seq)
+                    .collect();
+                for seq in waiting {
+                    self.complete(seq, resp::error("ERR nearby: connection reset"));
+                }
+                self.ded_outstanding = 0;
+                self.push_done(resp::simple("RESET"));
+            }
+            Local::Unwatch => self.push_done(resp::ok()),
+            Local::Unsubscribe(kind) => {
+                let names: Vec<&[u8]> = (1..cmd.argc()).filter_map(|i| cmd.arg(i)).collect();
+                let frames = resp::unsubscribe_frames(kind.unsubscribe_name(), &names, self.proto);
+                self.push_done(frames);
+            }
+            Local::Reject(msg) => self.push_done(resp::error(msg)),
+        }
+    }
+
+    fn hello(&mut self, cmd: Command) {
+        let hook = match self.hello_args(&cmd) {
+            Ok(h) => h,
+            Err(e) => {
+                self.push_done(e);
+                return;
+            }
+        };
+        // SETNAME, if given.
+        let mut i = 2;
+        while i < cmd.argc() {
+            if cmd.arg_eq(i, "SETNAME") {
+                let name = cmd.arg(i + 1).unwrap_or(b"");
+                if let Err(e) = check_client_name(name) {
+                    self.push_done(e);
+                    return;
+                }
+                self.name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
+                i += 2;
+            } else if cmd.arg_eq(i, "AUTH") {
+                i += 3;
+            } else {
+                i += 1;
+            }
+        }
+        match hook {
+            Hook::Identity(user, pass, proto) => {
+                if self.shared.config.security.requirepass.is_some() {
+                    if let Err(e) = self.check_requirepass(user.as_deref(), &pass) {
+                        self.push_done(e);
+                        return;
+                    }
+                    self.authed = true;
+                    self.proto = proto.unwrap_or(self.proto);
+                } else if self.same_as_upstream(user.as_deref(), &pass) {
+                    self.proto = proto.unwrap_or(self.proto);
+                } else {
+                    // Someone else's credentials: Redis must judge them, and
+                    // the session then runs on its own connection as them.
+                    self.ensure_dedicated();
+                    self.send_dedicated(
+                        cmd,
+                        Expect::One { blocking: false },
+                        Hook::Identity(user, pass, proto),
+                    );
+                    return;
+                }
+            }
+            Hook::Proto(p) => {
+                if !self.authed {
+                    self.push_done(resp::error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"));
+                    return;
+                }
+                self.proto = p;
+            }
+            _ => {}
+        }
+        let version = self
+            .shared
+            .server_version
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let reply = resp::hello(&HelloInfo {
+            version: &version,
+            proto: self.proto,
+            id: self.id as i64,
+            role: "master",
+        });
+        self.push_done(reply);
+    }
+
+    fn check_requirepass(&self, user: Option<&str>, pass: &str) -> Result<(), Bytes> {
+        let wrong = || {
+            resp::error("WRONGPASS invalid username-password pair or user is disabled.")
+        };
+        let expected = self
+            .shared
+            .config
+            .security
+            .requirepass
+            .as_ref()
+            .map(|s| s.expose().to_string())
+            .unwrap_or_default();
+        if user.is_some_and(|u| u != "default") {
+            return Err(wrong());
+        }
+        if constant_time_eq(pass.as_bytes(), expected.as_bytes()) {
+            Ok(())
+        } else {
+            Err(wrong())
+        }
+    }
+
+    /// The client presents the credentials the sidecar already uses for the
+    /// primary: its identity does not change, so shared pipes stay fine.
+    fn same_as_upstream(&self, user: Option<&str>, pass: &str) -> bool {
+        let url = &self.shared.config.primary.url;
+        let Some(p) = &url.password else { return false };
+        let user_ok = match (user, url.username.as_deref()) {
+            (None | Some("default"), None | Some("default")) => true,
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        };
+        user_ok && constant_time_eq(p.expose().as_bytes(), pass.as_bytes())
+    }
+
+    fn auth(&mut self, cmd: Command) {
+        let (user, pass) = match cmd.argc() {
+            2 => (None, cmd.arg(1).unwrap_or(b"")),
+            3 => (
+                Some(String::from_utf8_lossy(cmd.arg(1).unwrap_or(b"")).into_owned()),
+                cmd.arg(2).unwrap_or(b""),
+            ),
+            _ => {
+                self.push_done(resp::error("ERR wrong number of arguments for 'auth' command"));
+                return;
+            }
+        };
+        let pass = String::from_utf8_lossy(pass).into_owned();
+        if self.shared.config.security.requirepass.is_some() {
+            match self.check_requirepass(user.as_deref(), &pass) {
+                Ok(()) => {
+                    self.authed = true;
+                    self.push_done(resp::ok());
+                }
+                Err(e) => self.push_done(e),
+            }
+        } else if self.same_as_upstream(user.as_deref(), &pass) {
+            self.push_done(resp::ok());
+        } else {
+            self.send_dedicated(cmd, Expect::One { blocking: false }, Hook::Identity(user, pass, None));
+        }
+    }
+}
+
+fn auth_hook(cmd: &Command, proto: Option<Proto>) -> Hook {
+    let s = |i| String::from_utf8_lossy(cmd.arg(i).unwrap_or(b"")).into_owned();
+    match cmd.argc() {
+        2 => Hook::Identity(None, s(1), proto),
+        3 => Hook::Identity(Some(s(1)), s(2), proto),
+        _ => Hook::None,
+    }
+}
+
+fn check_client_name(name: &[u8]) -> Result<(), Bytes> {
+    if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+        return Err(resp::error(
+            "ERR Client names cannot contain spaces, newlines or special characters.",
+        ));
+    }
+    Ok(())
+}
+
+fn parse_int(b: &[u8]) -> Option<i64> {
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

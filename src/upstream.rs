@@ -1,0 +1,114 @@
+//! Opening a connection to an upstream: connect, then bring the connection
+//! to the state a client expects (AUTH, SELECT, HELLO) before any client
+//! byte is sent on it.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::framer::{Command, ReplyFramer, ReplyLimits};
+use crate::resp::Proto;
+use crate::topology::Upstream;
+
+/// Why an upstream could not serve a request. The text ends up in the
+/// client's `-ERR`, after the upstream's role, region and address.
+#[derive(Debug, Clone, Error)]
+pub enum UpstreamError {
+    #[error("connect failed: {0}")]
+    Connect(String),
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    #[error("connection lost: {0}")]
+    Lost(String),
+    #[error("no reply within {0} ms")]
+    Timeout(u64),
+    #[error("protocol error in reply: {0}")]
+    Protocol(String),
+    #[error("TLS upstreams (rediss://) are not supported yet")]
+    TlsUnsupported,
+}
+
+/// The credentials and state a new upstream connection is brought to.
+#[derive(Clone, Debug, Default)]
+pub struct Handshake {
+    /// `(username, password)`; `None` uses the URL's credentials.
+    pub auth: Option<(Option<String>, String)>,
+    pub db: u32,
+    pub proto: Option<Proto>,
+}
+
+/// Connects and runs the handshake. Returns the stream and any bytes read
+/// past the handshake replies (none, in practice).
+pub async fn open(
+    up: &Upstream,
+    hs: &Handshake,
+    connect_timeout: Duration,
+) -> Result<(TcpStream, BytesMut), UpstreamError> {
+    if up.url.tls {
+        return Err(UpstreamError::TlsUnsupported);
+    }
+    let mut stream = crate::net::connect(&up.url.host, up.url.port, connect_timeout)
+        .await
+        .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+
+    let mut out = BytesMut::new();
+    let mut expected = 0;
+    let auth: Option<(Option<&str>, &str)> = match &hs.auth {
+        Some((user, pass)) => Some((user.as_deref(), pass.as_str())),
+        None => up
+            .url
+            .password
+            .as_ref()
+            .map(|p| (up.url.username.as_deref(), p.expose())),
+    };
+    if let Some((user, pass)) = auth {
+        let cmd = match user {
+            Some(u) => Command::from_args(&[b"AUTH", u.as_bytes(), pass.as_bytes()]),
+            None => Command::from_args(&[b"AUTH", pass.as_bytes()]),
+        };
+        out.extend_from_slice(cmd.raw());
+        expected += 1;
+    }
+    if hs.db != 0 {
+        out.extend_from_slice(Command::from_args(&[b"SELECT", hs.db.to_string().as_bytes()]).raw());
+        expected += 1;
+    }
+    if let Some(Proto::Resp3) = hs.proto {
+        out.extend_from_slice(Command::from_args(&[b"HELLO", b"3"]).raw());
+        expected += 1;
+    }
+    let mut buf = BytesMut::with_capacity(4096);
+    if expected > 0 {
+        let exchange = async {
+            stream.write_all(&out).await?;
+            let mut framer = ReplyFramer::new(ReplyLimits::default());
+            let mut got = 0;
+            while got < expected {
+                match framer.next(&mut buf) {
+                    Ok(Some(reply)) => {
+                        if reply.is_error() {
+                            let text = String::from_utf8_lossy(&reply.raw[1..]).trim_end().to_string();
+                            return Err(std::io::Error::other(text));
+                        }
+                        got += 1;
+                    }
+                    Ok(None) => {
+                        if stream.read_buf(&mut buf).await? == 0 {
+                            return Err(std::io::Error::other("closed during handshake"));
+                        }
+                    }
+                    Err(e) => return Err(std::io::Error::other(e.to_string())),
+                }
+            }
+            Ok(())
+        };
+        tokio::time::timeout(connect_timeout, exchange)
+            .await
+            .map_err(|_| UpstreamError::Handshake("timed out".into()))?
+            .map_err(|e| UpstreamError::Handshake(e.to_string()))?;
+    }
+    Ok((stream, buf))
+}
