@@ -27,23 +27,110 @@ pub struct CommandTable {
 /// Redis 7.0 commands flagged `readonly`, used until the primary's own table
 /// has been read.
 const BUILTIN_READONLY: &[&str] = &[
-    "get", "getrange", "substr", "mget", "strlen", "exists", "getbit", "bitcount", "bitpos",
-    "bitfield_ro", "lcs", "hget", "hmget", "hgetall", "hkeys", "hvals", "hlen", "hexists",
-    "hstrlen", "hrandfield", "hscan", "llen", "lrange", "lindex", "lpos", "scard", "sismember",
-    "smismember", "smembers", "srandmember", "sinter", "sintercard", "sunion", "sdiff", "sscan",
-    "zcard", "zcount", "zscore", "zmscore", "zrange", "zrangebyscore", "zrevrangebyscore",
-    "zrangebylex", "zrevrangebylex", "zrevrange", "zrank", "zrevrank", "zlexcount",
-    "zrandmember", "zscan", "zinter", "zunion", "zdiff", "zintercard", "xrange", "xrevrange",
-    "xlen", "xpending", "xinfo|stream", "xinfo|groups", "xinfo|consumers", "pfcount", "geodist",
-    "geohash", "geopos", "georadius_ro", "georadiusbymember_ro", "geosearch", "dbsize", "keys",
-    "scan", "randomkey", "type", "ttl", "pttl", "expiretime", "pexpiretime", "touch", "dump",
-    "object|encoding", "object|freq", "object|idletime", "object|refcount", "memory|usage",
-    "sort_ro", "eval_ro", "evalsha_ro", "fcall_ro", "lolwut",
+    "get",
+    "getrange",
+    "substr",
+    "mget",
+    "strlen",
+    "exists",
+    "getbit",
+    "bitcount",
+    "bitpos",
+    "bitfield_ro",
+    "lcs",
+    "hget",
+    "hmget",
+    "hgetall",
+    "hkeys",
+    "hvals",
+    "hlen",
+    "hexists",
+    "hstrlen",
+    "hrandfield",
+    "hscan",
+    "llen",
+    "lrange",
+    "lindex",
+    "lpos",
+    "scard",
+    "sismember",
+    "smismember",
+    "smembers",
+    "srandmember",
+    "sinter",
+    "sintercard",
+    "sunion",
+    "sdiff",
+    "sscan",
+    "zcard",
+    "zcount",
+    "zscore",
+    "zmscore",
+    "zrange",
+    "zrangebyscore",
+    "zrevrangebyscore",
+    "zrangebylex",
+    "zrevrangebylex",
+    "zrevrange",
+    "zrank",
+    "zrevrank",
+    "zlexcount",
+    "zrandmember",
+    "zscan",
+    "zinter",
+    "zunion",
+    "zdiff",
+    "zintercard",
+    "xrange",
+    "xrevrange",
+    "xlen",
+    "xpending",
+    "xinfo|stream",
+    "xinfo|groups",
+    "xinfo|consumers",
+    "pfcount",
+    "geodist",
+    "geohash",
+    "geopos",
+    "georadius_ro",
+    "georadiusbymember_ro",
+    "geosearch",
+    "dbsize",
+    "keys",
+    "scan",
+    "randomkey",
+    "type",
+    "ttl",
+    "pttl",
+    "expiretime",
+    "pexpiretime",
+    "touch",
+    "dump",
+    "object|encoding",
+    "object|freq",
+    "object|idletime",
+    "object|refcount",
+    "memory|usage",
+    "sort_ro",
+    "eval_ro",
+    "evalsha_ro",
+    "fcall_ro",
+    "lolwut",
 ];
 
 const BUILTIN_BLOCKING: &[&str] = &[
-    "blpop", "brpop", "brpoplpush", "blmove", "blmpop", "bzpopmin", "bzpopmax", "bzmpop",
-    "wait", "waitaof", "xread", "xreadgroup",
+    "blpop",
+    "brpop",
+    "brpoplpush",
+    "blmove",
+    "blmpop",
+    "bzpopmin",
+    "bzpopmax",
+    "bzmpop",
+    "wait",
+    "waitaof",
+    "xread",
+    "xreadgroup",
 ];
 
 impl CommandTable {
@@ -142,7 +229,9 @@ fn add_entry(flags: &mut HashMap<Box<[u8]>, u32>, entry: &BytesFrame) -> Result<
         return Err("COMMAND entry is not an array".into());
     };
     let name = match fields.first() {
-        Some(BytesFrame::BulkString(b)) | Some(BytesFrame::SimpleString(b)) => b.to_ascii_lowercase(),
+        Some(BytesFrame::BulkString(b)) | Some(BytesFrame::SimpleString(b)) => {
+            b.to_ascii_lowercase()
+        }
         _ => return Err("COMMAND entry without a name".into()),
     };
     let mut bits = 0;
@@ -271,8 +360,8 @@ fn special(upper: &[u8], cmd: &Command) -> Option<Route> {
         b"PSUBSCRIBE" => P(Pin::Subscribe(SubKind::Pattern)),
         b"SSUBSCRIBE" => P(Pin::Subscribe(SubKind::Shard)),
         b"MONITOR" => P(Pin::Monitor),
-        b"BLPOP" | b"BRPOP" | b"BRPOPLPUSH" | b"BLMOVE" | b"BLMPOP" | b"BZPOPMIN"
-        | b"BZPOPMAX" | b"BZMPOP" | b"WAIT" | b"WAITAOF" => P(Pin::Blocking),
+        b"BLPOP" | b"BRPOP" | b"BRPOPLPUSH" | b"BLMOVE" | b"BLMPOP" | b"BZPOPMIN" | b"BZPOPMAX"
+        | b"BZMPOP" | b"WAIT" | b"WAITAOF" => P(Pin::Blocking),
         // XREAD is flagged blocking even without BLOCK; only the option makes
         // it block (REDIS-NOTES.md).
         b"XREAD" => {
@@ -348,8 +437,14 @@ mod tests {
         assert_eq!(route(&["WAIT", "1", "0"]), Route::Pin(Pin::Blocking));
         assert_eq!(route(&["MULTI"]), Route::Pin(Pin::Multi));
         assert_eq!(route(&["select", "3"]), Route::Local(Local::Select));
-        assert_eq!(route(&["CLIENT", "setname", "x"]), Route::Local(Local::SetName));
-        assert_eq!(route(&["CLIENT", "TRACKING", "on"]), Route::Pin(Pin::ClientState));
+        assert_eq!(
+            route(&["CLIENT", "setname", "x"]),
+            Route::Local(Local::SetName)
+        );
+        assert_eq!(
+            route(&["CLIENT", "TRACKING", "on"]),
+            Route::Pin(Pin::ClientState)
+        );
         assert_eq!(route(&["CLIENT", "LIST"]), Route::Primary);
         assert_eq!(
             route(&["PSUBSCRIBE", "a*"]),
@@ -371,7 +466,17 @@ mod tests {
             Route::Primary
         );
         assert_eq!(
-            route(&["XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "s", ">"]),
+            route(&[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "c",
+                "BLOCK",
+                "0",
+                "STREAMS",
+                "s",
+                ">"
+            ]),
             Route::Pin(Pin::Blocking)
         );
     }
@@ -433,7 +538,10 @@ mod tests {
         let t = CommandTable::builtin().with_write(b"GET", Some(b"k"));
         assert_eq!(classify(&t, &cmd(&["GET", "k"])), Route::Primary);
         let t = CommandTable::builtin().with_write(b"OBJECT", Some(b"ENCODING"));
-        assert_eq!(classify(&t, &cmd(&["OBJECT", "encoding", "k"])), Route::Primary);
+        assert_eq!(
+            classify(&t, &cmd(&["OBJECT", "encoding", "k"])),
+            Route::Primary
+        );
         assert_eq!(classify(&t, &cmd(&["OBJECT", "FREQ", "k"])), Route::Read);
     }
 }

@@ -52,7 +52,12 @@ pub struct Dedicated {
 impl Dedicated {
     /// Starts connecting at once; requests sent meanwhile wait for the
     /// handshake. Events go to `events` (the session's channel).
-    pub fn open(up: Arc<Upstream>, hs: Handshake, timeouts: Timeouts, events: EventTx) -> Dedicated {
+    pub fn open(
+        up: Arc<Upstream>,
+        hs: Handshake,
+        timeouts: Timeouts,
+        events: EventTx,
+    ) -> Dedicated {
         let (tx, rx) = mpsc::unbounded_channel();
         let db = hs.db;
         let proto = hs.proto.unwrap_or(Proto::Resp2);
@@ -153,7 +158,12 @@ async fn serve(
             }
         }
         let deadline = match pending.front() {
-            Some(s) if matches!(s.expect, Expect::One { blocking: false } | Expect::Swallow | Expect::Monitor) => {
+            Some(s)
+                if matches!(
+                    s.expect,
+                    Expect::One { blocking: false } | Expect::Swallow | Expect::Monitor
+                ) =>
+            {
                 Some(s.sent + request_timeout)
             }
             _ => None,
@@ -198,8 +208,8 @@ fn route_frame(
     events: &EventTx,
 ) -> Result<(), UpstreamError> {
     let head = pubsub_head(&reply.raw);
-    let in_pubsub = subs.normal + subs.shard > 0
-        || pending.front().is_some_and(|s| s.expect == Expect::Stream);
+    let in_pubsub =
+        subs.normal + subs.shard > 0 || pending.front().is_some_and(|s| s.expect == Expect::Stream);
     let is_stream = if reply.is_error() {
         // An error always answers the oldest request.
         false

@@ -83,7 +83,11 @@ impl Control {
         })
     }
 
-    pub async fn call(&mut self, args: &[&[u8]], timeout: Duration) -> Result<Reply, UpstreamError> {
+    pub async fn call(
+        &mut self,
+        args: &[&[u8]],
+        timeout: Duration,
+    ) -> Result<Reply, UpstreamError> {
         let cmd = Command::from_args(args);
         let exchange = async {
             self.stream
@@ -115,7 +119,11 @@ impl Control {
 pub async fn probe_loop(shared: Arc<Shared>, up: Arc<Upstream>) {
     let cfg = &shared.config;
     let interval = Duration::from_millis(cfg.health.probe_interval_ms);
-    let timeout = Duration::from_millis(cfg.timeouts.connect_timeout_ms.max(cfg.timeouts.request_timeout_ms));
+    let timeout = Duration::from_millis(
+        cfg.timeouts
+            .connect_timeout_ms
+            .max(cfg.timeouts.request_timeout_ms),
+    );
     let mut state = HealthState::new(cfg.health.rise, cfg.health.fall);
     let mut conn: Option<Control> = None;
     let mut ticker = tokio::time::interval(interval);

@@ -5,18 +5,18 @@
 //! classification, selection) lives in modules without I/O; sockets and tasks
 //! live in `server`, `session`, `pipe` and `dedicated`.
 #![forbid(unsafe_code)]
-pub mod relay;
 pub mod cli;
-pub mod config;
-pub mod url;
-pub mod framer;
 pub mod command;
+pub mod config;
 pub mod dedicated;
+pub mod framer;
 pub mod health;
 pub mod net;
 pub mod pipe;
+pub mod relay;
 pub mod resp;
 pub mod server;
 pub mod session;
 pub mod topology;
 pub mod upstream;
+pub mod url;

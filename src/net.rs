@@ -64,14 +64,22 @@ pub async fn resolve(host: &Host, port: u16, limit: Duration) -> io::Result<Vec<
     let r = resolver().ok_or_else(|| io::Error::other("no DNS resolver configuration"))?;
     let found = tokio::time::timeout(limit, r.lookup_ip(name.as_str()))
         .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("resolving {name} timed out")))?
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("resolving {name} timed out"),
+            )
+        })?
         .map_err(|e| io::Error::other(format!("resolving {name}: {e}")))?;
     let mut ips: Vec<IpAddr> = found.iter().collect();
     ips.sort_by_key(|ip| ip.is_ipv6());
     if ips.is_empty() {
         return Err(io::Error::other(format!("{name} has no addresses")));
     }
-    Ok(ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect())
+    Ok(ips
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect())
 }
 
 /// Connects to one address with socket2 options and a tokio timeout.

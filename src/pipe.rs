@@ -30,7 +30,11 @@ pub enum Event {
     /// A frame on a dedicated connection that answers no single request
     /// (pub/sub messages and confirmations, MONITOR lines): it goes to the
     /// client after request `after` and before anything later.
-    Stream { after: u64, data: Bytes, subscriptions: Option<usize> },
+    Stream {
+        after: u64,
+        data: Bytes,
+        subscriptions: Option<usize>,
+    },
     /// A request on a dedicated connection that is answered only by stream
     /// frames (SUBSCRIBE) has been passed.
     Passed { seq: u64 },
@@ -230,7 +234,9 @@ async fn read_loop(
                         None => match inflight_rx.try_recv() {
                             Ok(e) => e,
                             Err(_) => {
-                                break 'conn UpstreamError::Protocol("reply without a request".into());
+                                break 'conn UpstreamError::Protocol(
+                                    "reply without a request".into(),
+                                );
                             }
                         },
                     };

@@ -40,7 +40,11 @@ impl Shared {
             id += 1;
             Arc::new(Upstream::new(id - 1, role, region.to_string(), url))
         };
-        let primary = next(Role::Primary, &config.primary.region, config.primary.url.clone());
+        let primary = next(
+            Role::Primary,
+            &config.primary.region,
+            config.primary.url.clone(),
+        );
         let replicas = config
             .replicas
             .iter()
@@ -91,18 +95,22 @@ impl Shared {
                     tracing::debug!(commands = t.len(), "command table read from the primary");
                     self.commands.store(Arc::new(t));
                 }
-                Err(e) => tracing::warn!(error = %e, "could not read COMMAND; using the built-in table"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read COMMAND; using the built-in table")
+                }
             },
-            Ok(r) => tracing::warn!(reply = %String::from_utf8_lossy(&r.raw).trim_end(), "COMMAND refused; using the built-in table"),
+            Ok(r) => {
+                tracing::warn!(reply = %String::from_utf8_lossy(&r.raw).trim_end(), "COMMAND refused; using the built-in table")
+            }
             Err(e) => tracing::warn!(error = %e, "COMMAND failed; using the built-in table"),
         }
         if let Ok(r) = c.call(&[b"INFO", b"server"], timeout).await {
             let text = String::from_utf8_lossy(&r.raw);
-            if let Some(v) = text
-                .lines()
-                .find_map(|l| l.strip_prefix("redis_version:"))
-            {
-                *self.server_version.write().unwrap_or_else(|p| p.into_inner()) = v.trim().to_string();
+            if let Some(v) = text.lines().find_map(|l| l.strip_prefix("redis_version:")) {
+                *self
+                    .server_version
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner()) = v.trim().to_string();
             }
         }
         if let Ok(r) = c.call(&[b"CONFIG", b"GET", b"databases"], timeout).await

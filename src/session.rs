@@ -206,7 +206,12 @@ impl Session {
         let _ = wr.shutdown().await;
     }
 
-    fn take_commands(&mut self, framer: &mut RequestFramer, inbuf: &mut BytesMut, max_inflight: usize) {
+    fn take_commands(
+        &mut self,
+        framer: &mut RequestFramer,
+        inbuf: &mut BytesMut,
+        max_inflight: usize,
+    ) {
         while !self.closing && self.pending.len() < max_inflight {
             match framer.next(inbuf) {
                 Ok(Some(cmd)) => self.dispatch(cmd),
@@ -260,7 +265,9 @@ impl Session {
     }
 
     fn complete(&mut self, seq: u64, reply: Bytes) {
-        let Some(slot) = self.slot_mut(seq) else { return };
+        let Some(slot) = self.slot_mut(seq) else {
+            return;
+        };
         if !matches!(slot.state, SlotState::Waiting) {
             return;
         }
@@ -395,14 +402,21 @@ impl Session {
     /// write after all: learn it), NOSCRIPT (scripts are not replicated),
     /// LOADING, MASTERDOWN. The primary would have answered: ask it.
     fn try_reroute(&mut self, seq: u64, data: &[u8]) -> bool {
-        let code_end = data.iter().position(|&b| b == b' ' || b == b'\r').unwrap_or(data.len());
+        let code_end = data
+            .iter()
+            .position(|&b| b == b' ' || b == b'\r')
+            .unwrap_or(data.len());
         let code = &data[1..code_end];
         let refusal = matches!(code, b"READONLY" | b"NOSCRIPT" | b"LOADING" | b"MASTERDOWN");
         if !refusal {
             return false;
         }
-        let Some(slot) = self.slot_mut(seq) else { return false };
-        let Some(retry) = slot.retry.take() else { return false };
+        let Some(slot) = self.slot_mut(seq) else {
+            return false;
+        };
+        let Some(retry) = slot.retry.take() else {
+            return false;
+        };
         if retry.upstream.role != Role::Replica {
             return false;
         }
@@ -419,8 +433,12 @@ impl Session {
 
     /// A read that got no reply at all may go to another candidate, once.
     fn try_retry(&mut self, seq: u64) -> bool {
-        let Some(slot) = self.slot_mut(seq) else { return false };
-        let Some(retry) = slot.retry.take() else { return false };
+        let Some(slot) = self.slot_mut(seq) else {
+            return false;
+        };
+        let Some(retry) = slot.retry.take() else {
+            return false;
+        };
         if retry.tried.len() >= 2 {
             return false;
         }
@@ -475,7 +493,8 @@ impl Session {
         }
         match route {
             Route::Read => {
-                let up = if self.shared.config.routing.read_from == crate::config::ReadFrom::Primary {
+                let up = if self.shared.config.routing.read_from == crate::config::ReadFrom::Primary
+                {
                     self.shared.topology.load().primary.clone()
                 } else {
                     self.shared.topology.load().pick_read(&[]).clone()
@@ -492,12 +511,12 @@ impl Session {
                 }
                 self.send_pipe(&pipe, seq, data);
             }
-            Route::Primary => self.to_primary(cmd),
+            Route::Primary => self.send_to_primary(cmd),
             Route::Local(l) => self.local(l, cmd),
             Route::Pin(Pin::Exec | Pin::Discard) => {
                 // Without MULTI, Redis answers with an error and keeps no
                 // state: the shared pipe is fine.
-                self.to_primary(cmd)
+                self.send_to_primary(cmd)
             }
             Route::Pin(p) => {
                 self.ensure_dedicated();
@@ -506,7 +525,7 @@ impl Session {
         }
     }
 
-    fn to_primary(&mut self, cmd: Command) {
+    fn send_to_primary(&mut self, cmd: Command) {
         let up = self.shared.topology.load().primary.clone();
         let pipe = self.pipe_for(&up);
         let seq = self.new_slot(false, Hook::None);
@@ -568,7 +587,10 @@ impl Session {
         };
         let sent = self.ded.as_ref().is_some_and(|d| d.send(req));
         if !sent {
-            self.complete(seq, resp::error("ERR nearby: the dedicated upstream connection is closed"));
+            self.complete(
+                seq,
+                resp::error("ERR nearby: the dedicated upstream connection is closed"),
+            );
         }
     }
 
@@ -683,7 +705,9 @@ impl Session {
 
     fn parse_db(&self, cmd: &Command) -> Result<u32, Bytes> {
         if cmd.argc() != 2 {
-            return Err(resp::error("ERR wrong number of arguments for 'select' command"));
+            return Err(resp::error(
+                "ERR wrong number of arguments for 'select' command",
+            ));
         }
         let n: i64 = parse_int(cmd.arg(1).unwrap_or(b""))
             .ok_or_else(|| resp::error("ERR value is not an integer or out of range"))?;
@@ -902,9 +926,7 @@ impl Session {
     }
 
     fn check_requirepass(&self, user: Option<&str>, pass: &str) -> Result<(), Bytes> {
-        let wrong = || {
-            resp::error("WRONGPASS invalid username-password pair or user is disabled.")
-        };
+        let wrong = || resp::error("WRONGPASS invalid username-password pair or user is disabled.");
         let expected = self
             .shared
             .config
@@ -944,7 +966,9 @@ impl Session {
                 cmd.arg(2).unwrap_or(b""),
             ),
             _ => {
-                self.push_done(resp::error("ERR wrong number of arguments for 'auth' command"));
+                self.push_done(resp::error(
+                    "ERR wrong number of arguments for 'auth' command",
+                ));
                 return;
             }
         };
@@ -960,7 +984,11 @@ impl Session {
         } else if self.same_as_upstream(user.as_deref(), &pass) {
             self.push_done(resp::ok());
         } else {
-            self.send_dedicated(cmd, Expect::One { blocking: false }, Hook::Identity(user, pass, None));
+            self.send_dedicated(
+                cmd,
+                Expect::One { blocking: false },
+                Hook::Identity(user, pass, None),
+            );
         }
     }
 }

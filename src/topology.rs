@@ -42,7 +42,13 @@ pub struct Upstream {
 
 impl fmt::Display for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} in {} ({})", self.role.as_str(), self.region, self.label)
+        write!(
+            f,
+            "{} in {} ({})",
+            self.role.as_str(),
+            self.region,
+            self.label
+        )
     }
 }
 

@@ -90,7 +90,9 @@ pub async fn open(
                 match framer.next(&mut buf) {
                     Ok(Some(reply)) => {
                         if reply.is_error() {
-                            let text = String::from_utf8_lossy(&reply.raw[1..]).trim_end().to_string();
+                            let text = String::from_utf8_lossy(&reply.raw[1..])
+                                .trim_end()
+                                .to_string();
                             return Err(std::io::Error::other(text));
                         }
                         got += 1;

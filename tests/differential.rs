@@ -246,7 +246,11 @@ fn run_diff(resp3: bool) {
         // HELLO's reply carries a connection id: check its shape, not bytes.
         let a = via.cmd(&["HELLO", "3"]);
         let b = dir.cmd(&["HELLO", "3"]);
-        assert!(a.starts_with(b"%7\r\n"), "{:?}", String::from_utf8_lossy(&a));
+        assert!(
+            a.starts_with(b"%7\r\n"),
+            "{:?}",
+            String::from_utf8_lossy(&a)
+        );
         assert!(b.starts_with(b"%7\r\n"));
     }
     let mut compared = 0;

@@ -115,7 +115,7 @@ pub fn parse_info(text: &str) -> HashMap<String, String> {
         .collect()
 }
 
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if done() {
@@ -202,7 +202,10 @@ impl RedisServer {
             if let Ok(Some(status)) = server.child.try_wait() {
                 return Err(format!("(exited: {status})\n{}", tail(&log, 30)));
             }
-            if quick_query(port, b"PING\r\n").is_some_and(|r| r.starts_with(b"+PONG")) {
+            // -NOAUTH: up, with --requirepass.
+            if quick_query(port, b"PING\r\n")
+                .is_some_and(|r| r.starts_with(b"+PONG") || r.starts_with(b"-NOAUTH"))
+            {
                 return Ok(server);
             }
             if Instant::now() >= deadline {
