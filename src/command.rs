@@ -277,6 +277,7 @@ impl SubKind {
 /// Commands the sidecar answers itself, because it owns the state they touch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Local {
+    Ping,
     Select,
     Hello,
     Auth,
@@ -340,6 +341,9 @@ pub fn classify(table: &CommandTable, cmd: &Command) -> Route {
 fn special(upper: &[u8], cmd: &Command) -> Option<Route> {
     use Route::{Local as L, Pin as P};
     Some(match upper {
+        // PING is answered by the sidecar: the client's connection is to
+        // it, and a health check should not fail over a slow primary.
+        b"PING" => L(Local::Ping),
         b"SELECT" => L(Local::Select),
         b"HELLO" => L(Local::Hello),
         b"AUTH" => L(Local::Auth),

@@ -691,7 +691,8 @@ impl Session {
                 let blocking = !self.in_multi;
                 self.send_dedicated(cmd, Expect::One { blocking }, Hook::None);
             }
-            Route::Read | Route::Primary => {
+            // Queued in MULTI, and a pub/sub reply shape in RESP2.
+            Route::Local(Local::Ping) | Route::Read | Route::Primary => {
                 self.send_dedicated(cmd, Expect::One { blocking: false }, Hook::None)
             }
         }
@@ -760,6 +761,14 @@ impl Session {
 
     fn local(&mut self, l: Local, cmd: Command) {
         match l {
+            Local::Ping => {
+                let reply = match cmd.argc() {
+                    1 => resp::simple("PONG"),
+                    2 => resp::bulk(cmd.arg(1).unwrap_or(b"")),
+                    _ => resp::error("ERR wrong number of arguments for 'ping' command"),
+                };
+                self.push_done(reply);
+            }
             Local::Select => match self.parse_db(&cmd) {
                 Ok(db) => {
                     self.db = db;
