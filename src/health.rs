@@ -130,6 +130,9 @@ pub async fn probe_loop(shared: Arc<Shared>, up: Arc<Upstream>) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        if up.is_retired() {
+            return;
+        }
         let ok = probe_once(&shared, &up, &mut conn, timeout).await;
         if !up.is_healthy() && state.healthy() {
             // The data path saw a failure: restart the rise count from down.

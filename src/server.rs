@@ -1,6 +1,7 @@
 //! The running sidecar: shared state, the client listener, background tasks
 //! and shutdown.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -17,6 +18,7 @@ use crate::pipe::{self, PipeHandle, Timeouts};
 use crate::resp::Proto;
 use crate::topology::{Role, Topology, Upstream};
 use crate::upstream::Handshake;
+use crate::url::{Host, RedisUrl};
 
 /// State every session reads. The topology and command table are swapped
 /// whole, so readers never lock.
@@ -30,25 +32,28 @@ pub struct Shared {
     pub databases: AtomicU32,
     pub timeouts: Timeouts,
     next_client_id: AtomicU64,
+    /// Ids for upstreams that discovery adds later.
+    pub next_upstream_id: AtomicUsize,
     pub clients: AtomicUsize,
 }
 
 impl Shared {
     pub fn new(config: Config) -> Shared {
-        let mut id = 0;
-        let mut next = |role, region: &str, url| {
-            id += 1;
-            Arc::new(Upstream::new(id - 1, role, region.to_string(), url))
+        let ids = AtomicUsize::new(0);
+        let make = |entry, role, region: &str, url: &RedisUrl| {
+            let addr = match url.host {
+                Host::Ip(ip) => Some(SocketAddr::new(ip, url.port)),
+                Host::Name(_) => None,
+            };
+            let id = ids.fetch_add(1, Ordering::Relaxed);
+            Arc::new(Upstream::new(id, entry, role, region.to_string(), url.clone(), addr))
         };
-        let primary = next(
-            Role::Primary,
-            &config.primary.region,
-            config.primary.url.clone(),
-        );
+        let primary = make(0, Role::Primary, &config.primary.region, &config.primary.url);
         let replicas = config
             .replicas
             .iter()
-            .map(|r| next(Role::Replica, &r.region, r.url.clone()))
+            .enumerate()
+            .map(|(i, r)| make(i + 1, Role::Replica, &r.region, &r.url))
             .collect();
         let timeouts = Timeouts {
             connect: Duration::from_millis(config.timeouts.connect_timeout_ms),
@@ -61,6 +66,7 @@ impl Shared {
             databases: AtomicU32::new(16),
             timeouts,
             next_client_id: AtomicU64::new(1),
+            next_upstream_id: AtomicUsize::new(ids.into_inner()),
             clients: AtomicUsize::new(0),
             config,
         }

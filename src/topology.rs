@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -31,9 +32,19 @@ pub struct Upstream {
     pub role: Role,
     pub region: String,
     pub url: RedisUrl,
-    /// `host:port`, the `upstream` label in metrics and errors.
+    /// The address discovery resolved this upstream to; `None` connects to
+    /// the URL's host (resolving it, trying every address).
+    pub addr: Option<SocketAddr>,
+    /// `host:port` (the resolved address when there is one), the `upstream`
+    /// label in metrics and errors.
     pub label: String,
+    /// Index of the config entry this upstream comes from (0 = primary,
+    /// 1.. = replicas in order): discovery keeps one upstream per address of
+    /// an entry.
+    pub entry: usize,
     healthy: AtomicBool,
+    /// Set when discovery removed this upstream from the topology.
+    retired: AtomicBool,
     /// Requests sent and not yet answered, for least-outstanding selection.
     outstanding: AtomicUsize,
     /// Shared pipes by (db, protocol), opened on first use.
@@ -53,15 +64,29 @@ impl fmt::Display for Upstream {
 }
 
 impl Upstream {
-    pub fn new(id: usize, role: Role, region: String, url: RedisUrl) -> Upstream {
+    pub fn new(
+        id: usize,
+        entry: usize,
+        role: Role,
+        region: String,
+        url: RedisUrl,
+        addr: Option<SocketAddr>,
+    ) -> Upstream {
+        let label = match (addr, &url.host) {
+            (Some(a), _) => a.to_string(),
+            (None, _) => url.host_port(),
+        };
         Upstream {
             id,
+            entry,
             role,
             region,
-            label: url.host_port(),
+            label,
+            addr,
             url,
             // Optimistic until the first probe or connection says otherwise.
             healthy: AtomicBool::new(true),
+            retired: AtomicBool::new(false),
             outstanding: AtomicUsize::new(0),
             pipes: Mutex::new(HashMap::new()),
         }
@@ -74,6 +99,17 @@ impl Upstream {
     /// Returns the previous value, so callers can log changes once.
     pub fn set_healthy(&self, up: bool) -> bool {
         self.healthy.swap(up, Ordering::Relaxed)
+    }
+
+    /// Takes this upstream out of service: its prober stops and its pipes
+    /// close once the sessions holding them let go.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        self.pipes.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
     }
 
     pub fn outstanding(&self) -> usize {

@@ -50,9 +50,11 @@ pub async fn open(
     if up.url.tls {
         return Err(UpstreamError::TlsUnsupported);
     }
-    let mut stream = crate::net::connect(&up.url.host, up.url.port, connect_timeout)
-        .await
-        .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+    let connected = match up.addr {
+        Some(addr) => crate::net::connect_addr(addr, connect_timeout).await,
+        None => crate::net::connect(&up.url.host, up.url.port, connect_timeout).await,
+    };
+    let mut stream = connected.map_err(|e| UpstreamError::Connect(e.to_string()))?;
 
     let mut out = BytesMut::new();
     let mut expected = 0;

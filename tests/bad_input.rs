@@ -222,7 +222,10 @@ fn pipelined_requests_before_a_bad_frame_are_answered_first() {
     let mut bytes = b"PING\r\nPING\r\n".to_vec();
     bytes.extend_from_slice(b"*1\r\n$abc\r\n");
     let expected = b"+PONG\r\n+PONG\r\n-ERR Protocol error: invalid bulk length\r\n";
-    for (who, port) in [("redis-server", cluster.primary.port), ("nearby", nearby.port)] {
+    for (who, port) in [
+        ("redis-server", cluster.primary.port),
+        ("nearby", nearby.port),
+    ] {
         let mut c = RawConn::connect(port);
         c.send(&bytes);
         let all = c.read_until_closed();
@@ -357,5 +360,79 @@ fn huge_declared_counts_do_not_allocate() {
         "nearby stopped answering"
     );
     assert_serving(&cluster, &nearby, "counts:after");
+    assert_healthy_process(&mut nearby);
+}
+
+#[test]
+fn bad_input_inside_a_transaction_discards_it() {
+    let cluster = Cluster::start(2);
+    let mut nearby = Nearby::start_for(&cluster, &[]);
+
+    let mut bytes = resp(&["MULTI"]);
+    bytes.extend_from_slice(&resp(&["SET", "tx:k", "queued"]));
+    bytes.extend_from_slice(b"*2\r\n$4\r\nEXEC\r\n*0\r\n");
+    let expected = b"+OK\r\n+QUEUED\r\n-ERR Protocol error: expected '$', got '*'\r\n";
+    for (who, port) in [
+        ("redis-server", cluster.primary.port),
+        ("nearby", nearby.port),
+    ] {
+        let mut c = RawConn::connect(port);
+        c.send(&bytes);
+        assert_eq!(show(&c.read_until_closed()), show(expected), "{who}");
+    }
+    // The queued SET never ran, and does not run later either.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(cluster.primary.query(&["EXISTS", "tx:k"]), b":0\r\n");
+    let mut c = RawConn::connect(nearby.port);
+    assert_eq!(c.cmd(&["EXEC"]), b"-ERR EXEC without MULTI\r\n");
+    assert_eq!(cluster.primary.query(&["EXISTS", "tx:k"]), b":0\r\n");
+
+    assert_serving(&cluster, &nearby, "tx:after");
+    assert_healthy_process(&mut nearby);
+}
+
+#[test]
+fn unauthenticated_limits_match_redis() {
+    let cluster = Cluster::start(2);
+    let mut nearby = Nearby::start_for(&cluster, &["--requirepass", "client-pw"]);
+    let redis = common::RedisServer::start_with(&["--requirepass", "client-pw"]);
+
+    let mut big_bulk = b"*1\r\n$16385\r\n".to_vec();
+    big_bulk.extend(std::iter::repeat_n(b'x', 16_385));
+    big_bulk.extend_from_slice(b"\r\n");
+    let cases: [(&str, Vec<u8>, &[u8]); 2] = [
+        (
+            "11 arguments before AUTH",
+            b"*11\r\n".to_vec(),
+            b"-ERR Protocol error: unauthenticated multibulk length\r\n",
+        ),
+        (
+            "bulk over 16384 before AUTH",
+            big_bulk,
+            b"-ERR Protocol error: unauthenticated bulk length\r\n",
+        ),
+    ];
+    for (name, bytes, expected) in cases {
+        let from_redis = error_then_close(redis.port, "redis-server", name, &bytes);
+        assert_eq!(show(&from_redis), show(expected), "{name}: redis-server");
+        let from_nearby = error_then_close(nearby.port, "nearby", name, &bytes);
+        assert_eq!(show(&from_nearby), show(&from_redis), "{name}: nearby");
+    }
+
+    // After AUTH the same requests are framed normally.
+    let mut c = RawConn::connect(nearby.port);
+    assert_eq!(c.cmd(&["AUTH", "client-pw"]), b"+OK\r\n");
+    let args: Vec<&str> = std::iter::once("ECHO")
+        .chain(std::iter::repeat_n("x", 10))
+        .collect();
+    assert_eq!(
+        c.cmd(&args),
+        b"-ERR wrong number of arguments for 'echo' command\r\n"
+    );
+    let value = "y".repeat(16_385);
+    assert_eq!(
+        c.cmd(&["ECHO", &value]),
+        format!("$16385\r\n{value}\r\n").into_bytes()
+    );
     assert_healthy_process(&mut nearby);
 }

@@ -127,7 +127,12 @@ fn config_error(args: &[&str], env: &[(&str, &str)]) -> String {
     );
     assert_eq!(r.stdout, "", "nothing on stdout for an invalid config");
     let lines: Vec<&str> = r.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "exactly one stderr line, got {:?}", r.stderr);
+    assert_eq!(
+        lines.len(),
+        1,
+        "exactly one stderr line, got {:?}",
+        r.stderr
+    );
     assert!(r.stderr.ends_with('\n'), "{:?}", r.stderr);
     lines[0].to_owned()
 }
@@ -295,7 +300,10 @@ fn secrets_from_env_never_printed() {
         assert!(!r.stdout.contains(secret), "{secret} leaked:\n{}", r.stdout);
     }
     let t: toml::Table = r.stdout.parse().unwrap();
-    assert_eq!(get_str(&t, "primary.url"), "redis://app:***@127.0.0.1:6379/1");
+    assert_eq!(
+        get_str(&t, "primary.url"),
+        "redis://app:***@127.0.0.1:6379/1"
+    );
     assert_eq!(get_str(&t, "security.requirepass"), "***");
 
     // `run --help` shows env names but hides secret env values.
@@ -314,7 +322,15 @@ fn secrets_from_env_never_printed() {
     let line = config_error(&["--primary", &bad], &[]);
     assert!(!line.contains(PRIMARY_PW), "{line}");
     let bad_replica = format!("ams:redis://u:{REPLICA_PW}@h");
-    let line = config_error(&["--primary", "redis://127.0.0.1:1", "--replica", &bad_replica], &[]);
+    let line = config_error(
+        &[
+            "--primary",
+            "redis://127.0.0.1:1",
+            "--replica",
+            &bad_replica,
+        ],
+        &[],
+    );
     assert!(!line.contains(REPLICA_PW), "{line}");
 }
 
@@ -458,7 +474,9 @@ const P: &str = "redis://127.0.0.1:6379";
 fn missing_primary() {
     assert_eq!(
         config_error(&[], &[]),
-        format!("{ERR}--primary: primary.url: required (--primary, NEARBY_PRIMARY or [primary] url)")
+        format!(
+            "{ERR}--primary: primary.url: required (--primary, NEARBY_PRIMARY or [primary] url)"
+        )
     );
     let file = TempConfig::new("region = \"mad\"\n");
     assert_eq!(
@@ -474,7 +492,9 @@ fn missing_primary() {
 fn bad_url_scheme_and_port() {
     assert_eq!(
         config_error(&["--primary", "http://127.0.0.1:6379"], &[]),
-        format!("{ERR}--primary: primary.url: unsupported scheme 'http' (expected redis:// or rediss://)")
+        format!(
+            "{ERR}--primary: primary.url: unsupported scheme 'http' (expected redis:// or rediss://)"
+        )
     );
     assert_eq!(
         config_error(&[], &[("NEARBY_PRIMARY", "redis://127.0.0.1:99999")]),
@@ -493,8 +513,13 @@ fn bad_url_scheme_and_port() {
         )
     );
     assert_eq!(
-        config_error(&["--primary", P, "--replica", "ams=http://127.0.0.1:1"], &[]),
-        format!("{ERR}--replica: replica[0].url: unsupported scheme 'http' (expected redis:// or rediss://)")
+        config_error(
+            &["--primary", P, "--replica", "ams=http://127.0.0.1:1"],
+            &[]
+        ),
+        format!(
+            "{ERR}--replica: replica[0].url: unsupported scheme 'http' (expected redis:// or rediss://)"
+        )
     );
 }
 
@@ -507,7 +532,10 @@ fn bad_replica_entry() {
     assert_eq!(
         config_error(
             &["--primary", P],
-            &[("NEARBY_REPLICAS", "a=redis://127.0.0.1:1,redis://127.0.0.1:2")]
+            &[(
+                "NEARBY_REPLICAS",
+                "a=redis://127.0.0.1:1,redis://127.0.0.1:2"
+            )]
         ),
         format!("{ERR}--replica: replica[1]: expected REGION=URL, got 'redis://127.0.0.1:2'")
     );
@@ -554,15 +582,26 @@ fn wrong_type_in_toml() {
 fn non_loopback_listen_needs_auth() {
     assert_eq!(
         config_error(&["--primary", P, "--listen", "0.0.0.0:6379"], &[]),
-        format!("{ERR}--listen: listen: 0.0.0.0:6379 is not a loopback address; set --requirepass or --allow-unauthenticated")
+        format!(
+            "{ERR}--listen: listen: 0.0.0.0:6379 is not a loopback address; set --requirepass or --allow-unauthenticated"
+        )
     );
     assert_eq!(
         config_error(&["--primary", P], &[("NEARBY_LISTEN", "[::]:6379")]),
-        format!("{ERR}--listen: listen: [::]:6379 is not a loopback address; set --requirepass or --allow-unauthenticated")
+        format!(
+            "{ERR}--listen: listen: [::]:6379 is not a loopback address; set --requirepass or --allow-unauthenticated"
+        )
     );
     // Either opt-in makes it valid.
     let t = effective(
-        &["--primary", P, "--listen", "0.0.0.0:6379", "--requirepass", CLIENT_PW],
+        &[
+            "--primary",
+            P,
+            "--listen",
+            "0.0.0.0:6379",
+            "--requirepass",
+            CLIENT_PW,
+        ],
         &[],
     );
     assert_eq!(get_str(&t, "listen"), "0.0.0.0:6379");
@@ -620,7 +659,9 @@ fn run_with_invalid_config_exits_2_before_binding() {
         (
             vec!["--listen", &listen_addr, "--admin", &admin_addr],
             vec![],
-            format!("{ERR}--primary: primary.url: required (--primary, NEARBY_PRIMARY or [primary] url)"),
+            format!(
+                "{ERR}--primary: primary.url: required (--primary, NEARBY_PRIMARY or [primary] url)"
+            ),
         ),
         (
             vec![
@@ -651,11 +692,7 @@ fn run_with_invalid_config_exits_2_before_binding() {
         all.extend_from_slice(&args);
         let (out, elapsed) = run_bounded(&all, &env);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "run {args:?}: stderr {stderr}"
-        );
+        assert_eq!(out.status.code(), Some(2), "run {args:?}: stderr {stderr}");
         assert_eq!(stderr, format!("{expected}\n"), "run {args:?}");
         assert!(out.stdout.is_empty(), "run {args:?}: stdout not empty");
         assert!(
