@@ -163,6 +163,22 @@ pub struct ConfigArgs {
     #[arg(long, env = "NEARBY_TLS_SERVER_NAME", value_name = "NAME")]
     pub tls_server_name: Option<String>,
 
+    /// Nameserver for upstream host names, IP[:PORT] over UDP and TCP [default: /etc/resolv.conf]
+    #[arg(long, env = "NEARBY_DNS_SERVER", value_name = "ADDR")]
+    pub dns_server: Option<String>,
+
+    /// Re-resolve upstream names at most this often, whatever their TTL [default: 5]
+    #[arg(long, env = "NEARBY_DNS_MIN_TTL_S", value_name = "SECONDS")]
+    pub dns_min_ttl_s: Option<u64>,
+
+    /// Re-resolve upstream names at least this often, whatever their TTL [default: 300]
+    #[arg(long, env = "NEARBY_DNS_MAX_TTL_S", value_name = "SECONDS")]
+    pub dns_max_ttl_s: Option<u64>,
+
+    /// Time allowed for one DNS lookup [default: 2000]
+    #[arg(long, env = "NEARBY_DNS_TIMEOUT_MS", value_name = "MS")]
+    pub dns_timeout_ms: Option<u64>,
+
     /// Log format: text | json [default: text]
     #[arg(long, env = "NEARBY_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -210,6 +226,10 @@ impl fmt::Debug for ConfigArgs {
             .field("tls_cert_file", &self.tls_cert_file)
             .field("tls_key_file", &self.tls_key_file)
             .field("tls_server_name", &self.tls_server_name)
+            .field("dns_server", &self.dns_server)
+            .field("dns_min_ttl_s", &self.dns_min_ttl_s)
+            .field("dns_max_ttl_s", &self.dns_max_ttl_s)
+            .field("dns_timeout_ms", &self.dns_timeout_ms)
             .field("log_format", &self.log_format)
             .field("threads", &self.threads)
             .field("subscribe_from", &self.subscribe_from)
@@ -266,7 +286,7 @@ mod tests {
                 "--{long} help: {help:?}"
             );
         }
-        assert_eq!(seen, 31);
+        assert_eq!(seen, 35);
     }
 
     #[test]
@@ -337,6 +357,14 @@ mod tests {
             "/k.pem",
             "--tls-server-name",
             "redis.example.com",
+            "--dns-server",
+            "127.0.0.1:5353",
+            "--dns-min-ttl-s",
+            "2",
+            "--dns-max-ttl-s",
+            "60",
+            "--dns-timeout-ms",
+            "700",
             "--log-format",
             "json",
             "--threads",
@@ -358,6 +386,11 @@ mod tests {
         assert_eq!(a.tls_server_name.as_deref(), Some("redis.example.com"));
         assert_eq!(a.threads, Some(4));
         assert_eq!(a.subscribe_from.as_deref(), Some("nearest"));
+        assert_eq!(a.dns_server.as_deref(), Some("127.0.0.1:5353"));
+        assert_eq!(
+            (a.dns_min_ttl_s, a.dns_max_ttl_s, a.dns_timeout_ms),
+            (Some(2), Some(60), Some(700))
+        );
         let dbg = format!("{a:?}");
         assert!(!dbg.contains("hunter2") && !dbg.contains("pw@"), "{dbg}");
     }
@@ -386,6 +419,8 @@ mod tests {
         assert!(Cli::try_parse_from(["nearby", "run", "--rise", "x"]).is_err());
         assert!(Cli::try_parse_from(["nearby", "run", "--max-clients", "-1"]).is_err());
         assert!(Cli::try_parse_from(["nearby", "run", "--bogus"]).is_err());
+        assert!(Cli::try_parse_from(["nearby", "run", "--dns-min-ttl-s", "-1"]).is_err());
+        assert!(Cli::try_parse_from(["nearby", "run", "--dns-timeout-ms", "2s"]).is_err());
         assert!(Cli::try_parse_from(["nearby"]).is_err());
     }
 }

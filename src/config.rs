@@ -258,6 +258,33 @@ pub struct TlsConfig {
     pub server_name: Option<String>,
 }
 
+/// How upstream host names are resolved (hickory, never the blocking std
+/// resolver) and how often discovery re-resolves them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// A nameserver to ask instead of the system's (`/etc/resolv.conf`),
+    /// over UDP and TCP.
+    pub server: Option<SocketAddr>,
+    /// Floor for a record's TTL: re-resolve at most this often (also the
+    /// retry delay after a failed lookup).
+    pub min_ttl_s: u64,
+    /// Ceiling for a record's TTL: re-resolve at least this often.
+    pub max_ttl_s: u64,
+    /// Bound for one lookup (both address families, every attempt).
+    pub timeout_ms: u64,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            server: None,
+            min_ttl_s: 5,
+            max_ttl_s: 300,
+            timeout_ms: 2000,
+        }
+    }
+}
+
 /// The effective configuration. `Debug` never shows a password.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -273,6 +300,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub security: SecurityConfig,
     pub tls: TlsConfig,
+    pub dns: DnsConfig,
     pub log_format: LogFormat,
     /// Runtime worker threads; `None` = the runtime's default.
     pub threads: Option<usize>,
@@ -303,6 +331,7 @@ struct FileConfig {
     security: FileSecurity,
     #[serde(skip_serializing_if = "FileTls::is_empty")]
     tls: FileTls,
+    dns: FileDns,
 }
 
 #[derive(Deserialize, Serialize, Default, Debug)]
@@ -407,6 +436,19 @@ impl FileTls {
     }
 }
 
+#[derive(Deserialize, Serialize, Default, Debug)]
+#[serde(deny_unknown_fields, default)]
+struct FileDns {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min_ttl_s: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_ttl_s: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout_ms: Option<u64>,
+}
+
 /// Internal type names serde puts in messages, and what to say instead.
 const FILE_TYPE_NAMES: &[&str] = &[
     "FileConfig",
@@ -417,6 +459,7 @@ const FILE_TYPE_NAMES: &[&str] = &[
     "FileLimits",
     "FileSecurity",
     "FileTls",
+    "FileDns",
 ];
 
 // ---------------------------------------------------------------------------
@@ -532,6 +575,22 @@ impl Merger<'_> {
             )),
         }
     }
+}
+
+/// A nameserver: `IP:PORT`, or a bare IP for port 53.
+fn parse_nameserver(s: &str, source: &str, key: &str) -> Result<SocketAddr, ConfigError> {
+    let t = s.trim();
+    t.parse::<SocketAddr>()
+        .or_else(|_| t.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| {
+            ConfigError::new(
+                source,
+                key,
+                format!(
+                    "invalid nameserver address '{s}' (expected IP or IP:PORT, e.g. 127.0.0.1:53 or [::1]:5353)"
+                ),
+            )
+        })
 }
 
 fn check_region(name: &str, source: &str, key: &str) -> Result<String, ConfigError> {
@@ -853,6 +912,8 @@ impl Config {
             server_name: server_name.map(|s| s.value),
         };
 
+        let dns = resolve_dns(a, &fc.dns, &m)?;
+
         let log_format = m.named(
             a.log_format.as_ref(),
             "--log-format",
@@ -893,6 +954,7 @@ impl Config {
             limits,
             security,
             tls,
+            dns,
             log_format,
             threads,
         })
@@ -951,10 +1013,86 @@ impl Config {
                 key_file: path(&self.tls.key_file),
                 server_name: self.tls.server_name.clone(),
             },
+            dns: FileDns {
+                server: self.dns.server.map(|a| a.to_string()),
+                min_ttl_s: Some(self.dns.min_ttl_s),
+                max_ttl_s: Some(self.dns.max_ttl_s),
+                timeout_ms: Some(self.dns.timeout_ms),
+            },
         };
         toml::to_string(&out)
             .unwrap_or_else(|e| format!("# cannot print the effective config: {e}\n"))
     }
+}
+
+fn resolve_dns(a: &ConfigArgs, fd: &FileDns, m: &Merger<'_>) -> Result<DnsConfig, ConfigError> {
+    let d = DnsConfig::default();
+    let server = match m.pick(a.dns_server.as_ref(), "--dns-server", fd.server.as_ref()) {
+        None => None,
+        Some(s) => Some(parse_nameserver(s.value, &s.source, "dns.server")?),
+    };
+    // A day at most: DNS TTLs beyond that are clamped by resolvers anyway.
+    const MAX_TTL_S: u64 = 86_400;
+    let at_most_a_day = |v: u64, flag: Option<u64>, flag_name: &str, key: &str| {
+        if v <= MAX_TTL_S {
+            return Ok(v);
+        }
+        let source = if flag.is_some() {
+            flag_name.to_owned()
+        } else {
+            m.file_source()
+        };
+        Err(ConfigError::new(
+            source,
+            key,
+            format!("must be at most {MAX_TTL_S}, got {v}"),
+        ))
+    };
+    let min_ttl_s = m.number(
+        a.dns_min_ttl_s,
+        "--dns-min-ttl-s",
+        fd.min_ttl_s,
+        "dns.min_ttl_s",
+        d.min_ttl_s,
+        1,
+    )?;
+    let min_ttl_s = at_most_a_day(
+        min_ttl_s,
+        a.dns_min_ttl_s,
+        "--dns-min-ttl-s",
+        "dns.min_ttl_s",
+    )?;
+    // The ceiling must not be below the floor; with only the floor set
+    // above the default ceiling, the ceiling follows it.
+    let max_ttl_s = match m.pick(a.dns_max_ttl_s, "--dns-max-ttl-s", fd.max_ttl_s) {
+        None => d.max_ttl_s.max(min_ttl_s),
+        Some(s) => {
+            let v = m.number(Some(s.value), &s.source, None, "dns.max_ttl_s", 1, 1)?;
+            let v = at_most_a_day(v, a.dns_max_ttl_s, "--dns-max-ttl-s", "dns.max_ttl_s")?;
+            if v < min_ttl_s {
+                return Err(ConfigError::new(
+                    s.source,
+                    "dns.max_ttl_s",
+                    format!("must be at least dns.min_ttl_s ({min_ttl_s}), got {v}"),
+                ));
+            }
+            v
+        }
+    };
+    let timeout_ms = m.number(
+        a.dns_timeout_ms,
+        "--dns-timeout-ms",
+        fd.timeout_ms,
+        "dns.timeout_ms",
+        d.timeout_ms,
+        1,
+    )?;
+    Ok(DnsConfig {
+        server,
+        min_ttl_s,
+        max_ttl_s,
+        timeout_ms,
+    })
 }
 
 fn resolve_security(
@@ -1304,6 +1442,12 @@ ca_file = "/etc/nearby/ca.pem"
 cert_file = "/etc/nearby/cert.pem"
 key_file = "/etc/nearby/key.pem"
 server_name = "redis.example.com"
+
+[dns]
+server = "10.0.0.2:5353"
+min_ttl_s = 2
+max_ttl_s = 120
+timeout_ms = 800
 "#;
 
     #[test]
@@ -1653,6 +1797,111 @@ server_name = "redis.example.com"
     }
 
     #[test]
+    fn dns_defaults_file_and_flags() {
+        let c = Config::from_parts(&args(&["--primary", P]), None, None).unwrap();
+        assert_eq!(c.dns, DnsConfig::default());
+        assert_eq!(
+            (c.dns.min_ttl_s, c.dns.max_ttl_s, c.dns.timeout_ms),
+            (5, 300, 2000)
+        );
+        let text = c.to_redacted_toml();
+        assert!(
+            text.contains("[dns]\nmin_ttl_s = 5\nmax_ttl_s = 300\ntimeout_ms = 2000\n"),
+            "{text}"
+        );
+        assert!(!text.contains("server = "), "{text}");
+        assert_eq!(from_file(&ConfigArgs::default(), &text).unwrap().dns, c.dns);
+
+        let c = from_file(&ConfigArgs::default(), FULL).unwrap();
+        assert_eq!(
+            c.dns,
+            DnsConfig {
+                server: Some("10.0.0.2:5353".parse().unwrap()),
+                min_ttl_s: 2,
+                max_ttl_s: 120,
+                timeout_ms: 800,
+            }
+        );
+        // Flags win over the file, key by key.
+        let c = from_file(
+            &args(&["--dns-server", "[::1]:53", "--dns-min-ttl-s", "1"]),
+            FULL,
+        )
+        .unwrap();
+        assert_eq!(c.dns.server, Some("[::1]:53".parse().unwrap()));
+        assert_eq!((c.dns.min_ttl_s, c.dns.max_ttl_s), (1, 120));
+        // A bare IP means port 53.
+        let c = Config::from_parts(
+            &args(&["--primary", P, "--dns-server", " 127.0.0.53 "]),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.dns.server, Some("127.0.0.53:53".parse().unwrap()));
+        // A floor above the default ceiling lifts the ceiling with it.
+        let c = Config::from_parts(
+            &args(&["--primary", P, "--dns-min-ttl-s", "600"]),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!((c.dns.min_ttl_s, c.dns.max_ttl_s), (600, 600));
+    }
+
+    #[test]
+    fn dns_errors_name_the_key() {
+        let base = ["--primary", P];
+        let e = |extra: &[&str]| flag_err(&[&base[..], extra].concat());
+        assert_eq!(
+            e(&["--dns-server", "dns.internal:53"]),
+            "--dns-server: dns.server: invalid nameserver address 'dns.internal:53' (expected IP or IP:PORT, e.g. 127.0.0.1:53 or [::1]:5353)"
+        );
+        assert_eq!(
+            e(&["--dns-min-ttl-s", "0"]),
+            "--dns-min-ttl-s: dns.min_ttl_s: must be at least 1, got 0"
+        );
+        assert_eq!(
+            e(&["--dns-max-ttl-s", "0"]),
+            "--dns-max-ttl-s: dns.max_ttl_s: must be at least 1, got 0"
+        );
+        assert_eq!(
+            e(&["--dns-min-ttl-s", "10", "--dns-max-ttl-s", "9"]),
+            "--dns-max-ttl-s: dns.max_ttl_s: must be at least dns.min_ttl_s (10), got 9"
+        );
+        assert_eq!(
+            e(&["--dns-max-ttl-s", "86401"]),
+            "--dns-max-ttl-s: dns.max_ttl_s: must be at most 86400, got 86401"
+        );
+        assert_eq!(
+            e(&["--dns-timeout-ms", "0"]),
+            "--dns-timeout-ms: dns.timeout_ms: must be at least 1, got 0"
+        );
+        assert_eq!(
+            file_err(&format!(
+                "[primary]\nurl = \"{P}\"\n[dns]\nmin_ttl_s = 100000\n"
+            )),
+            "config/x.toml: dns.min_ttl_s: must be at most 86400, got 100000"
+        );
+        assert_eq!(
+            file_err(&format!(
+                "[primary]\nurl = \"{P}\"\n[dns]\nmin_ttl_s = 30\nmax_ttl_s = 20\n"
+            )),
+            "config/x.toml: dns.max_ttl_s: must be at least dns.min_ttl_s (30), got 20"
+        );
+        assert_eq!(
+            file_err(&format!(
+                "[primary]\nurl = \"{P}\"\n[dns]\nserver = \"x\"\n"
+            )),
+            "config/x.toml: dns.server: invalid nameserver address 'x' (expected IP or IP:PORT, e.g. 127.0.0.1:53 or [::1]:5353)"
+        );
+        let e = file_err(&format!("[primary]\nurl = \"{P}\"\n[dns]\nttl = 3\n"));
+        assert!(
+            e.starts_with("config/x.toml: dns.ttl: unknown field `ttl`, expected one of `server`, `min_ttl_s`, `max_ttl_s`, `timeout_ms`"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn enum_errors() {
         let base = ["--primary", P];
         let e = |extra: &[&str]| flag_err(&[&base[..], extra].concat());
@@ -1920,6 +2169,8 @@ server_name = "redis.example.com"
         assert_eq!(back.health, c.health);
         assert_eq!(back.limits, c.limits);
         assert_eq!(back.tls, c.tls);
+        assert_eq!(back.dns, c.dns);
+        assert!(text.contains("[dns]\nserver = \"10.0.0.2:5353\""), "{text}");
         assert_eq!(
             (back.listen, back.admin, back.threads),
             (c.listen, c.admin, c.threads)

@@ -4,13 +4,14 @@
 //! The state machine is pure; the prober loop owns the socket.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::framer::{Command, Reply, ReplyFramer, ReplyLimits};
+use crate::lag::ReplicationInfo;
 use crate::server::Shared;
 use crate::topology::{Role, Upstream};
 use crate::upstream::{self, Handshake, UpstreamError};
@@ -114,8 +115,10 @@ impl Control {
     }
 }
 
-/// Probes `up` forever: PING every interval; on the primary, every new
-/// connection also refreshes the command table and server facts.
+/// Probes `up` forever: each tick a PING (its round trip feeds the RTT
+/// estimate) and `INFO replication` (role, link, offsets: the lag
+/// estimate). On the primary, every new connection also refreshes the
+/// command table and server facts.
 pub async fn probe_loop(shared: Arc<Shared>, up: Arc<Upstream>) {
     let cfg = &shared.config;
     let interval = Duration::from_millis(cfg.health.probe_interval_ms);
@@ -138,6 +141,12 @@ pub async fn probe_loop(shared: Arc<Shared>, up: Arc<Upstream>) {
             // The data path saw a failure: restart the rise count from down.
             state.force_down();
         }
+        if let Err(e) = &ok {
+            // A failed probe is a large latency sample, so the cost jumps
+            // before the fall count marks the upstream down.
+            up.observe_passive(timeout, Instant::now());
+            tracing::debug!(upstream = %up, error = %e, "probe failed");
+        }
         if let Some(now) = state.observe(ok.is_ok()) {
             up.set_healthy(now);
             match &ok {
@@ -145,6 +154,7 @@ pub async fn probe_loop(shared: Arc<Shared>, up: Arc<Upstream>) {
                 Err(e) => tracing::warn!(upstream = %up, error = %e, "upstream is down"),
             }
         }
+        up.refresh_cost(Instant::now());
     }
 }
 
@@ -162,20 +172,116 @@ async fn probe_once(
         *conn = Some(c);
     }
     let c = conn.as_mut().expect("connection just set");
-    let res = c.call(&[b"PING"], timeout).await;
-    match res {
-        Ok(r) if !r.is_error() => Ok(()),
-        Ok(r) => {
-            *conn = None;
-            Err(UpstreamError::Protocol(
-                String::from_utf8_lossy(&r.raw).trim_end().to_string(),
-            ))
+    let res = probe_on(shared, up, c, timeout).await;
+    if res.is_err() {
+        *conn = None;
+    }
+    res
+}
+
+async fn probe_on(
+    shared: &Shared,
+    up: &Upstream,
+    c: &mut Control,
+    timeout: Duration,
+) -> Result<(), UpstreamError> {
+    let sent = Instant::now();
+    let pong = c.call(&[b"PING"], timeout).await?;
+    let now = Instant::now();
+    if pong.is_error() {
+        return Err(refused(&pong));
+    }
+    up.observe_probe(now - sent, now);
+
+    let reply = c.call(&[b"INFO", b"replication"], timeout).await?;
+    if reply.is_error() {
+        return Err(refused(&reply));
+    }
+    let at = Instant::now();
+    let info = ReplicationInfo::parse(&String::from_utf8_lossy(&reply.raw));
+    let max_staleness = Duration::from_millis(shared.config.routing.max_staleness_ms);
+    match up.role {
+        Role::Primary => {
+            if let Some(o) = info.master_repl_offset {
+                up.set_repl_offset(o);
+                shared
+                    .offsets
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .record(at, o);
+            }
+            if !info.is_master && up.set_role_ok(false) {
+                tracing::warn!(upstream = %up, "the configured primary says it is a replica: writes will be refused");
+            } else if info.is_master && !up.set_role_ok(true) {
+                tracing::info!(upstream = %up, "the configured primary is a primary again");
+            }
+            // The primary serves reads whatever it says; writes tell.
+            up.set_role_ok(true);
+            up.set_lag(Some(Duration::ZERO), max_staleness);
         }
-        Err(e) => {
-            *conn = None;
-            Err(e)
+        Role::Replica => {
+            let was_ok = up.set_role_ok(!info.is_master);
+            if info.is_master && was_ok {
+                tracing::warn!(upstream = %up, "configured as a replica but says role:master: excluded from reads");
+            } else if !info.is_master && !was_ok {
+                tracing::info!(upstream = %up, "is a replica again: back in the read pool");
+            }
+            let offset = info.slave_repl_offset.unwrap_or(0);
+            up.set_repl_offset(offset);
+            let lag = replica_lag(shared, &info, offset, at);
+            let was_stale = up.set_lag(Some(lag), max_staleness);
+            let stale = lag > max_staleness;
+            if stale != was_stale {
+                if stale {
+                    tracing::warn!(upstream = %up, lag_ms = lag.as_millis() as u64, max_staleness_ms = max_staleness.as_millis() as u64, "replica lags beyond the staleness bound: excluded from reads");
+                } else {
+                    tracing::info!(upstream = %up, lag_ms = lag.as_millis() as u64, "replica caught up: back in the read pool");
+                }
+            }
         }
     }
+    Ok(())
+}
+
+/// A replica's lag: from the primary's offset history while the primary is
+/// reachable. With the primary down there is no reference; as MongoDB does
+/// for max staleness without a primary, the freshest replica becomes it.
+fn replica_lag(shared: &Shared, info: &ReplicationInfo, offset: u64, at: Instant) -> Duration {
+    let topo = shared.topology.load();
+    let primary_up = topo.primary.is_healthy();
+    if primary_up {
+        let from_offsets = shared
+            .offsets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .lag(offset, at);
+        let link = if info.link_up {
+            Duration::ZERO
+        } else {
+            info.link_down_for.unwrap_or(Duration::ZERO)
+        };
+        from_offsets.max(link)
+    } else {
+        let freshest = topo
+            .replicas
+            .iter()
+            .map(|r| r.repl_offset())
+            .max()
+            .unwrap_or(0);
+        if offset >= freshest {
+            Duration::ZERO
+        } else {
+            shared
+                .offsets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .lag(offset, at)
+        }
+    }
+}
+
+fn refused(reply: &Reply) -> UpstreamError {
+    UpstreamError::Protocol(String::from_utf8_lossy(&reply.raw).trim_end().to_string())
 }
 
 #[cfg(test)]

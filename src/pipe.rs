@@ -221,6 +221,9 @@ async fn read_loop(
     let mut pending: VecDeque<InFlight> = VecDeque::new();
     let mut framer = ReplyFramer::new(ReplyLimits::default());
     let err = 'conn: loop {
+        // The latency of the last request answered in this read, fed to the
+        // upstream's estimate once per read rather than once per reply.
+        let mut last_sent: Option<Instant> = None;
         loop {
             match framer.next(&mut buf) {
                 Ok(Some(reply)) => {
@@ -241,6 +244,7 @@ async fn read_loop(
                         },
                     };
                     up.sub_outstanding(1);
+                    last_sent = Some(entry.sent);
                     let _ = entry.reply_to.send(Event::Reply {
                         seq: entry.seq,
                         data: reply.raw,
@@ -249,6 +253,10 @@ async fn read_loop(
                 Ok(None) => break,
                 Err(e) => break 'conn UpstreamError::Protocol(e.to_string()),
             }
+        }
+        if let Some(sent) = last_sent {
+            let now = Instant::now();
+            up.observe_passive(now - sent, now.into_std());
         }
         while let Ok(e) = inflight_rx.try_recv() {
             pending.push_back(e);
@@ -282,12 +290,18 @@ async fn read_loop(
         pending.push_back(e);
     }
     let text = describe(&up, &err);
+    let lost = !pending.is_empty();
     up.sub_outstanding(pending.len());
     for p in pending {
         let _ = p.reply_to.send(Event::Failed {
             seq: p.seq,
             error: text.clone(),
         });
+    }
+    if lost {
+        // Requests lost with the connection: a large sample, so reads move
+        // away at once.
+        up.observe_passive(request_timeout, std::time::Instant::now());
     }
     if matches!(err, UpstreamError::Timeout(_)) && up.set_healthy(false) {
         tracing::warn!(upstream = %up, error = %err, "upstream marked down");

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -14,6 +14,7 @@ use crate::command::CommandTable;
 use crate::config::Config;
 use crate::framer::reply::decode_resp2;
 use crate::health::{self, Control};
+use crate::lag::OffsetHistory;
 use crate::pipe::{self, PipeHandle, Timeouts};
 use crate::resp::Proto;
 use crate::topology::{Role, Topology, Upstream};
@@ -31,6 +32,8 @@ pub struct Shared {
     /// The primary's `databases`, the bound for SELECT.
     pub databases: AtomicU32,
     pub timeouts: Timeouts,
+    /// The primary's replication offsets over time, for replica lag.
+    pub offsets: Mutex<OffsetHistory>,
     next_client_id: AtomicU64,
     /// Ids for upstreams that discovery adds later.
     pub next_upstream_id: AtomicUsize,
@@ -46,9 +49,21 @@ impl Shared {
                 Host::Name(_) => None,
             };
             let id = ids.fetch_add(1, Ordering::Relaxed);
-            Arc::new(Upstream::new(id, entry, role, region.to_string(), url.clone(), addr))
+            Arc::new(Upstream::new(
+                id,
+                entry,
+                role,
+                region.to_string(),
+                url.clone(),
+                addr,
+            ))
         };
-        let primary = make(0, Role::Primary, &config.primary.region, &config.primary.url);
+        let primary = make(
+            0,
+            Role::Primary,
+            &config.primary.region,
+            &config.primary.url,
+        );
         let replicas = config
             .replicas
             .iter()
@@ -65,6 +80,7 @@ impl Shared {
             server_version: RwLock::new("7.0.0".into()),
             databases: AtomicU32::new(16),
             timeouts,
+            offsets: Mutex::new(OffsetHistory::new()),
             next_client_id: AtomicU64::new(1),
             next_upstream_id: AtomicUsize::new(ids.into_inner()),
             clients: AtomicUsize::new(0),
@@ -142,6 +158,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     for up in shared.topology.load().all() {
         tokio::spawn(health::probe_loop(shared.clone(), up.clone()));
     }
+    crate::discovery::spawn(&shared);
     let (stop_tx, stop_rx) = watch::channel(false);
     let accept = tokio::spawn(accept_loop(listener, shared.clone(), stop_rx));
     shutdown_signal().await;

@@ -12,6 +12,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::command::{self, Local, Pin, Route};
+use crate::config::ReadFrom;
 use crate::dedicated::{DRequest, Dedicated, Expect};
 use crate::framer::{Command, RequestFramer, RequestLimits};
 use crate::pipe::{Event, EventTx, PipeHandle, Request};
@@ -442,13 +444,25 @@ impl Session {
         if retry.tried.len() >= 2 {
             return false;
         }
-        let topo = self.shared.topology.load();
-        let next = topo.pick_read(&retry.tried).clone();
+        let next = self.pick_read(&retry.tried);
         if retry.tried.contains(&next.id) {
             return false;
         }
         self.resend(seq, retry.cmd, next, retry.tried);
         true
+    }
+
+    /// Where this session's next read goes. `tried` lists upstreams that
+    /// already failed the request.
+    fn pick_read(&self, tried: &[usize]) -> Arc<Upstream> {
+        let topo = self.shared.topology.load();
+        if self.shared.config.routing.read_from == ReadFrom::Primary {
+            return topo.primary.clone();
+        }
+        let window = Duration::from_millis(self.shared.config.routing.latency_window_ms);
+        let (up, _fallback) =
+            topo.pick_read(window, self.next_seq as usize, |u| tried.contains(&u.id));
+        up.clone()
     }
 
     fn resend(&mut self, seq: u64, cmd: Command, up: Arc<Upstream>, mut tried: Vec<usize>) {
@@ -493,12 +507,7 @@ impl Session {
         }
         match route {
             Route::Read => {
-                let up = if self.shared.config.routing.read_from == crate::config::ReadFrom::Primary
-                {
-                    self.shared.topology.load().primary.clone()
-                } else {
-                    self.shared.topology.load().pick_read(&[]).clone()
-                };
+                let up = self.pick_read(&[]);
                 let pipe = self.pipe_for(&up);
                 let seq = self.new_slot(false, Hook::None);
                 let data = cmd.raw().clone();

@@ -5,8 +5,12 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::latency::Latency;
+use crate::select::{self, Candidate, Choice, Fallback, Unusable};
 
 use crate::pipe::PipeHandle;
 use crate::resp::Proto;
@@ -47,6 +51,20 @@ pub struct Upstream {
     retired: AtomicBool,
     /// Requests sent and not yet answered, for least-outstanding selection.
     outstanding: AtomicUsize,
+    /// Configured as a replica and says `role:slave` (always true for the
+    /// primary).
+    role_ok: AtomicBool,
+    /// Lag beyond `max_staleness`.
+    stale: AtomicBool,
+    /// Estimated replication lag in ms (`u64::MAX`: unknown).
+    lag_ms: AtomicU64,
+    /// The replica's own `slave_repl_offset` (the primary's
+    /// `master_repl_offset`), as last probed.
+    repl_offset: AtomicU64,
+    latency: Mutex<Latency>,
+    /// `Latency::cost` as f64 bits, NaN when unmeasured: read on every
+    /// selection without locking.
+    cost_bits: AtomicU64,
     /// Shared pipes by (db, protocol), opened on first use.
     pipes: Mutex<HashMap<(u32, Proto), PipeHandle>>,
 }
@@ -87,6 +105,12 @@ impl Upstream {
             // Optimistic until the first probe or connection says otherwise.
             healthy: AtomicBool::new(true),
             retired: AtomicBool::new(false),
+            role_ok: AtomicBool::new(true),
+            stale: AtomicBool::new(false),
+            lag_ms: AtomicU64::new(u64::MAX),
+            repl_offset: AtomicU64::new(0),
+            latency: Mutex::new(Latency::new()),
+            cost_bits: AtomicU64::new(f64::NAN.to_bits()),
             outstanding: AtomicUsize::new(0),
             pipes: Mutex::new(HashMap::new()),
         }
@@ -124,6 +148,97 @@ impl Upstream {
         self.outstanding.fetch_sub(n, Ordering::Relaxed);
     }
 
+    fn with_latency(&self, now: Instant, f: impl FnOnce(&mut Latency)) {
+        let mut l = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut l);
+        let cost = l.cost(now).unwrap_or(f64::NAN);
+        self.cost_bits.store(cost.to_bits(), Ordering::Relaxed);
+    }
+
+    /// A probe round trip.
+    pub fn observe_probe(&self, rtt: Duration, now: Instant) {
+        self.with_latency(now, |l| l.probe_sample(rtt.as_secs_f64()));
+    }
+
+    /// A request's latency from real traffic; failures pass a large value.
+    pub fn observe_passive(&self, latency: Duration, now: Instant) {
+        self.with_latency(now, |l| l.passive_sample(latency.as_secs_f64(), now));
+    }
+
+    /// Lets the passive estimate decay while no traffic comes.
+    pub fn refresh_cost(&self, now: Instant) {
+        self.with_latency(now, |_| {});
+    }
+
+    pub fn cost(&self) -> Option<f64> {
+        let c = f64::from_bits(self.cost_bits.load(Ordering::Relaxed));
+        (!c.is_nan()).then_some(c)
+    }
+
+    pub fn smoothed_rtt(&self) -> Option<f64> {
+        self.latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .smoothed_rtt()
+    }
+
+    pub fn set_role_ok(&self, ok: bool) -> bool {
+        self.role_ok.swap(ok, Ordering::Relaxed)
+    }
+
+    pub fn role_ok(&self) -> bool {
+        self.role_ok.load(Ordering::Relaxed)
+    }
+
+    /// Records the lag estimate; returns whether the replica was stale before.
+    pub fn set_lag(&self, lag: Option<Duration>, max_staleness: Duration) -> bool {
+        let ms = lag.map_or(u64::MAX, |l| l.as_millis().min(u64::MAX as u128 - 1) as u64);
+        self.lag_ms.store(ms, Ordering::Relaxed);
+        let stale = lag.is_some_and(|l| l > max_staleness);
+        self.stale.swap(stale, Ordering::Relaxed)
+    }
+
+    pub fn lag(&self) -> Option<Duration> {
+        match self.lag_ms.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(Ordering::Relaxed)
+    }
+
+    pub fn set_repl_offset(&self, offset: u64) {
+        self.repl_offset.store(offset, Ordering::Relaxed);
+    }
+
+    pub fn repl_offset(&self) -> u64 {
+        self.repl_offset.load(Ordering::Relaxed)
+    }
+
+    /// Why this upstream cannot take reads now, if it cannot.
+    pub fn unusable(&self) -> Option<Unusable> {
+        if !self.is_healthy() {
+            Some(Unusable::Down)
+        } else if !self.role_ok() {
+            Some(Unusable::NotAReplica)
+        } else if self.is_stale() {
+            Some(Unusable::Stale)
+        } else {
+            None
+        }
+    }
+
+    fn candidate(&self) -> Candidate {
+        Candidate {
+            is_primary: self.role == Role::Primary,
+            unusable: self.unusable(),
+            cost: self.cost(),
+            outstanding: self.outstanding(),
+        }
+    }
+
     /// The shared pipe for (db, proto), created by `make` on first use.
     /// Sessions cache the handle, so the lock is taken once per session.
     pub fn pipe(&self, db: u32, proto: Proto, make: impl FnOnce() -> PipeHandle) -> PipeHandle {
@@ -142,14 +257,43 @@ impl Topology {
         std::iter::once(&self.primary).chain(self.replicas.iter())
     }
 
-    /// Where a read goes: the healthy replica with the fewest outstanding
-    /// requests, else the primary. `exclude` lists upstreams that already
-    /// failed this request.
-    pub fn pick_read(&self, exclude: &[usize]) -> &Arc<Upstream> {
-        self.replicas
-            .iter()
-            .filter(|u| u.is_healthy() && !exclude.contains(&u.id))
-            .min_by_key(|u| u.outstanding())
-            .unwrap_or(&self.primary)
+    /// Where a read goes: the nearest usable upstream, sharing among those
+    /// within `window` of it (see `select`). `excluded` filters replicas out
+    /// (upstreams that already failed this request, or replicas behind a
+    /// session's write); `rotate` is any counter, to spread ties.
+    pub fn pick_read(
+        &self,
+        window: Duration,
+        rotate: usize,
+        excluded: impl Fn(&Upstream) -> bool,
+    ) -> (&Arc<Upstream>, Option<Fallback>) {
+        const STACK: usize = 16;
+        let n = 1 + self.replicas.len();
+        let mut on_stack = [Candidate {
+            is_primary: false,
+            unusable: None,
+            cost: None,
+            outstanding: 0,
+        }; STACK];
+        let mut on_heap = Vec::new();
+        let cands: &mut [Candidate] = if n <= STACK {
+            &mut on_stack[..n]
+        } else {
+            on_heap.resize(n, on_stack[0]);
+            &mut on_heap
+        };
+        for (slot, up) in cands.iter_mut().zip(self.all()) {
+            *slot = up.candidate();
+        }
+        let Choice { index, fallback } =
+            select::select(cands, 0, window.as_secs_f64(), rotate, |i| {
+                i == 0 || !excluded(&self.replicas[i - 1])
+            });
+        let up = if index == 0 {
+            &self.primary
+        } else {
+            &self.replicas[index - 1]
+        };
+        (up, fallback)
     }
 }

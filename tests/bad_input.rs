@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::time::Duration;
 
 use common::{Cluster, Nearby, RawConn, resp, resp_bytes, wait_until};
@@ -434,5 +435,58 @@ fn unauthenticated_limits_match_redis() {
         c.cmd(&["ECHO", &value]),
         format!("$16385\r\n{value}\r\n").into_bytes()
     );
+    assert_healthy_process(&mut nearby);
+}
+
+/// The verdict never depends on how the bytes are split into reads.
+#[test]
+fn bad_input_arriving_byte_by_byte() {
+    let cluster = Cluster::start(2);
+    let mut nearby = Nearby::start_for(&cluster, &[]);
+
+    for case in cases().into_iter().filter(|c| c.bytes.len() < 100) {
+        let mut c = RawConn::connect(nearby.port);
+        for b in &case.bytes {
+            // The verdict may come before the last byte (a nested `*` is
+            // rejected at once): then the peer is gone and writing fails.
+            if c.stream().write_all(std::slice::from_ref(b)).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let reply = c.read_reply();
+        assert_eq!(show(&reply), show(case.expected), "{}", case.name);
+        assert!(c.is_closed(), "{}: not closed", case.name);
+    }
+    assert_serving(&cluster, &nearby, "split:after");
+    assert_healthy_process(&mut nearby);
+}
+
+#[test]
+fn bad_input_while_subscribed() {
+    let cluster = Cluster::start(2);
+    let mut nearby = Nearby::start_for(&cluster, &[]);
+
+    let mut bytes = resp(&["SUBSCRIBE", "bad-input-ch"]);
+    bytes.extend_from_slice(b"*1\r\n$abc\r\n");
+    let expected: &[u8] = b"*3\r\n$9\r\nsubscribe\r\n$12\r\nbad-input-ch\r\n:1\r\n\
+        -ERR Protocol error: invalid bulk length\r\n";
+    for (who, port) in [
+        ("redis-server", cluster.primary.port),
+        ("nearby", nearby.port),
+    ] {
+        let mut c = RawConn::connect(port);
+        c.send(&bytes);
+        assert_eq!(show(&c.read_until_closed()), show(expected), "{who}");
+    }
+    // The subscription went away with the client.
+    assert!(
+        wait_until(Duration::from_secs(3), || {
+            cluster.primary.query(&["PUBSUB", "NUMSUB", "bad-input-ch"])
+                == b"*2\r\n$12\r\nbad-input-ch\r\n:0\r\n"
+        }),
+        "the sidecar's upstream subscription outlived its client"
+    );
+    assert_serving(&cluster, &nearby, "sub:after");
     assert_healthy_process(&mut nearby);
 }

@@ -646,6 +646,9 @@ fn unreadable_config_file() {
 // ---------------------------------------------------------------------------
 // `run` validates before binding
 
+/// Arguments after `run`, environment, expected stderr line.
+type RunCase<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, String);
+
 #[test]
 fn run_with_invalid_config_exits_2_before_binding() {
     // Hold the listen and admin ports: a `run` that tried to bind them would
@@ -655,7 +658,7 @@ fn run_with_invalid_config_exits_2_before_binding() {
     let listen_addr = listen.local_addr().unwrap().to_string();
     let admin_addr = admin.local_addr().unwrap().to_string();
 
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, String)> = vec![
+    let cases: Vec<RunCase> = vec![
         (
             vec!["--listen", &listen_addr, "--admin", &admin_addr],
             vec![],

@@ -23,7 +23,10 @@ fn primary_down_writes_fail_fast_and_reads_continue() {
             reply.starts_with("-ERR nearby: primary in primary (127.0.0.1:"),
             "attempt {i}: {reply}"
         );
-        assert!(reply.contains(&format!(":{})", cluster.primary.port)), "{reply}");
+        assert!(
+            reply.contains(&format!(":{})", cluster.primary.port)),
+            "{reply}"
+        );
         assert!(took < Duration::from_secs(2), "write error took {took:?}");
         // Reads still come from the replica.
         assert_eq!(c.cmd(&["GET", "k"]), b"$6\r\nbefore\r\n");
@@ -54,7 +57,11 @@ fn a_killed_replica_costs_no_read_errors() {
     let survivor = &cluster.replicas[0];
     victim.kill();
     for i in 0..300 {
-        assert_eq!(c.cmd(&["GET", "k"]), b"$1\r\nv\r\n", "read {i} after the kill");
+        assert_eq!(
+            c.cmd(&["GET", "k"]),
+            b"$1\r\nv\r\n",
+            "read {i} after the kill"
+        );
     }
     assert!(survivor.calls("get") > 0);
     drop(victim);
@@ -97,7 +104,10 @@ fn upstream_timeout_is_reported_within_the_request_timeout() {
         reply,
         format!("-ERR nearby: primary in mad (127.0.0.1:{port}): no reply within 700 ms\r\n")
     );
-    assert!(took >= Duration::from_millis(650) && took < Duration::from_millis(2500), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(650) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
     drop(nearby);
     held.join().unwrap();
 }

@@ -1,0 +1,159 @@
+//! How far behind a replica is, in seconds, from replication offsets.
+//! Pure: the probers feed samples in and pass `now`.
+//!
+//! The primary's prober records `master_repl_offset` with the time it saw
+//! it. A replica's own `slave_repl_offset` is current (the primary's view
+//! of replica offsets lags by up to a second, REDIS-NOTES.md). A replica at
+//! offset `r` lacks every write the primary had made when it first reported
+//! an offset above `r`; so the replica is at least `now - t` behind, where
+//! `t` is the time of that first sample. With one sample per probe interval
+//! this is a lower bound, exact to within the interval.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Enough history to measure lags well past any sensible staleness bound
+/// at one sample a second, and more when sampled fast.
+const CAPACITY: usize = 4096;
+
+#[derive(Debug, Default)]
+pub struct OffsetHistory {
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl OffsetHistory {
+    pub fn new() -> OffsetHistory {
+        OffsetHistory::default()
+    }
+
+    /// Records the primary's offset as seen at `at`. Samples that do not
+    /// advance the offset add nothing: only the first time an offset was
+    /// reached matters.
+    pub fn record(&mut self, at: Instant, offset: u64) {
+        if let Some(&(_, last)) = self.samples.back()
+            && offset <= last
+        {
+            return;
+        }
+        if self.samples.len() == CAPACITY {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((at, offset));
+    }
+
+    /// The latest offset the primary reported.
+    pub fn latest(&self) -> Option<u64> {
+        self.samples.back().map(|&(_, o)| o)
+    }
+
+    /// The lag of a replica that reported `offset` at `at`. Zero when it has
+    /// everything the primary had reported by then; the full span of the
+    /// history when it is behind all of it.
+    pub fn lag(&self, offset: u64, at: Instant) -> Duration {
+        self.samples
+            .iter()
+            .take_while(|(t, _)| *t <= at)
+            .find(|(_, o)| *o > offset)
+            .map(|(t, _)| at.saturating_duration_since(*t))
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
+/// What a replica's `INFO replication` says, reduced to what routing needs.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ReplicationInfo {
+    /// `role:master` or `role:slave`.
+    pub is_master: bool,
+    pub master_repl_offset: Option<u64>,
+    pub slave_repl_offset: Option<u64>,
+    pub link_up: bool,
+    /// `master_link_down_since_seconds` when the link is down.
+    pub link_down_for: Option<Duration>,
+}
+
+impl ReplicationInfo {
+    pub fn parse(text: &str) -> ReplicationInfo {
+        let mut info = ReplicationInfo::default();
+        for line in text.lines() {
+            let Some((k, v)) = line.trim().split_once(':') else {
+                continue;
+            };
+            match k {
+                "role" => info.is_master = v == "master",
+                "master_repl_offset" => info.master_repl_offset = v.parse().ok(),
+                "slave_repl_offset" => info.slave_repl_offset = v.parse().ok(),
+                "master_link_status" => info.link_up = v == "up",
+                "master_link_down_since_seconds" => {
+                    info.link_down_for = v
+                        .parse::<i64>()
+                        .ok()
+                        .map(|s| Duration::from_secs(s.max(0) as u64))
+                }
+                _ => {}
+            }
+        }
+        info
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_from_the_first_primary_offset_the_replica_lacks() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut h = OffsetHistory::new();
+        h.record(t0, 100);
+        h.record(t0 + s, 100); // no write: ignored
+        h.record(t0 + 2 * s, 250);
+        h.record(t0 + 3 * s, 400);
+        assert_eq!(h.latest(), Some(400));
+        // Current replica: no lag.
+        assert_eq!(h.lag(400, t0 + 3 * s), Duration::ZERO);
+        assert_eq!(h.lag(500, t0 + 3 * s), Duration::ZERO);
+        // Missing the write seen at t0+2s, observed at t0+3.5s.
+        assert_eq!(
+            h.lag(250 - 1, t0 + 3 * s + s / 2),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(h.lag(250, t0 + 3 * s + s / 2), Duration::from_millis(500));
+        // Behind everything: the whole history.
+        assert_eq!(h.lag(0, t0 + 10 * s), Duration::from_secs(10));
+        // Samples after the replica's observation do not count.
+        assert_eq!(h.lag(250, t0 + 2 * s + s / 2), Duration::ZERO);
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let t0 = Instant::now();
+        let mut h = OffsetHistory::new();
+        for i in 0..(CAPACITY as u64 + 10) {
+            h.record(t0 + Duration::from_millis(i), i + 1);
+        }
+        assert_eq!(h.samples.len(), CAPACITY);
+        assert_eq!(h.latest(), Some(CAPACITY as u64 + 10));
+    }
+
+    #[test]
+    fn parses_info_replication() {
+        let replica = "# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\nmaster_link_status:down\r\nmaster_link_down_since_seconds:12\r\nslave_repl_offset:3456\r\nmaster_repl_offset:3456\r\n";
+        let r = ReplicationInfo::parse(replica);
+        assert_eq!(
+            r,
+            ReplicationInfo {
+                is_master: false,
+                master_repl_offset: Some(3456),
+                slave_repl_offset: Some(3456),
+                link_up: false,
+                link_down_for: Some(Duration::from_secs(12)),
+            }
+        );
+        let primary = "role:master\r\nconnected_slaves:1\r\nmaster_repl_offset:99\r\n";
+        let p = ReplicationInfo::parse(primary);
+        assert!(p.is_master);
+        assert_eq!(p.master_repl_offset, Some(99));
+        assert_eq!(p.slave_repl_offset, None);
+    }
+}

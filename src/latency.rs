@@ -1,0 +1,143 @@
+//! How far an upstream is: a smoothed probe RTT plus a peak-sensitive
+//! estimate from real traffic. Pure: every method takes `now`.
+//!
+//! - Probes: an EWMA of PING round trips with alpha 0.2, as MongoDB drivers
+//!   smooth their RTT (a single outlier moves it by a fifth).
+//! - Passive samples (peak-EWMA, as in linkerd and tower's `PeakEwma`): a
+//!   sample above the estimate replaces it at once, so a slowdown or a
+//!   failure (counted as a large sample) is acted on immediately; samples
+//!   below pull it down by a fifth; without samples it decays towards zero
+//!   with time constant `PASSIVE_TAU`, leaving the probe EWMA in charge.
+//!
+//! The cost used to pick a read target is the larger of the two.
+
+use std::time::{Duration, Instant};
+
+pub const PROBE_ALPHA: f64 = 0.2;
+pub const PASSIVE_ALPHA: f64 = 0.2;
+pub const PASSIVE_TAU: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Debug)]
+pub struct Latency {
+    probe: Option<f64>,
+    passive: f64,
+    passive_at: Option<Instant>,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Latency {
+    pub fn new() -> Latency {
+        Latency {
+            probe: None,
+            passive: 0.0,
+            passive_at: None,
+        }
+    }
+
+    /// One probe round trip, in seconds. The first sample seeds the EWMA.
+    pub fn probe_sample(&mut self, rtt: f64) {
+        self.probe = Some(match self.probe {
+            None => rtt,
+            Some(prev) => prev + PROBE_ALPHA * (rtt - prev),
+        });
+    }
+
+    /// The smoothed probe RTT, in seconds; `None` before the first probe.
+    pub fn smoothed_rtt(&self) -> Option<f64> {
+        self.probe
+    }
+
+    fn passive_at(&self, now: Instant) -> f64 {
+        match self.passive_at {
+            None => 0.0,
+            Some(at) => {
+                let dt = now.saturating_duration_since(at).as_secs_f64();
+                self.passive * (-dt / PASSIVE_TAU.as_secs_f64()).exp()
+            }
+        }
+    }
+
+    /// One request's latency from real traffic, in seconds (a failure is
+    /// reported as a large sample, e.g. the request timeout).
+    pub fn passive_sample(&mut self, sample: f64, now: Instant) {
+        let current = self.passive_at(now);
+        self.passive = if sample > current {
+            sample
+        } else {
+            current + PASSIVE_ALPHA * (sample - current)
+        };
+        self.passive_at = Some(now);
+    }
+
+    /// What choosing this upstream is expected to cost, in seconds; `None`
+    /// when nothing has been measured yet.
+    pub fn cost(&self, now: Instant) -> Option<f64> {
+        let passive = self.passive_at.map(|_| self.passive_at(now));
+        match (self.probe, passive) {
+            (None, None) => None,
+            (Some(p), None) => Some(p),
+            (None, Some(q)) => Some(q),
+            (Some(p), Some(q)) => Some(p.max(q)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn probe_ewma_with_alpha_one_fifth() {
+        let mut l = Latency::new();
+        assert_eq!(l.smoothed_rtt(), None);
+        l.probe_sample(0.010);
+        assert!(close(l.smoothed_rtt().unwrap(), 0.010));
+        l.probe_sample(0.060);
+        assert!(close(l.smoothed_rtt().unwrap(), 0.020));
+        l.probe_sample(0.020);
+        assert!(close(l.smoothed_rtt().unwrap(), 0.020));
+        l.probe_sample(0.0);
+        assert!(close(l.smoothed_rtt().unwrap(), 0.016));
+    }
+
+    #[test]
+    fn passive_peak_jumps_up_and_comes_down_gradually() {
+        let t0 = Instant::now();
+        let mut l = Latency::new();
+        assert_eq!(l.cost(t0), None);
+        l.passive_sample(0.002, t0);
+        assert!(close(l.cost(t0).unwrap(), 0.002));
+        // A failure counted as 1 s: the cost jumps at once.
+        l.passive_sample(1.0, t0);
+        assert!(close(l.cost(t0).unwrap(), 1.0));
+        // Good replies bring it down by a fifth of the gap each.
+        l.passive_sample(0.0, t0);
+        assert!(close(l.cost(t0).unwrap(), 0.8));
+        l.passive_sample(0.0, t0);
+        assert!(close(l.cost(t0).unwrap(), 0.64));
+    }
+
+    #[test]
+    fn without_samples_the_passive_estimate_decays_to_the_probe() {
+        let t0 = Instant::now();
+        let mut l = Latency::new();
+        l.probe_sample(0.020);
+        l.passive_sample(0.080, t0);
+        assert!(close(l.cost(t0).unwrap(), 0.080));
+        // One time constant later: 80 ms * e^-1.
+        let t1 = t0 + PASSIVE_TAU;
+        assert!(close(l.cost(t1).unwrap(), 0.080 * (-1.0f64).exp()));
+        // Long after, the probe RTT is what is left.
+        let t2 = t0 + PASSIVE_TAU * 10;
+        assert!(close(l.cost(t2).unwrap(), 0.020));
+    }
+}
