@@ -316,6 +316,27 @@ pub enum Route {
     Pin(Pin),
 }
 
+/// What a command counts as in metrics (`kind` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Read,
+    Write,
+    Other,
+}
+
+/// The kind of a command already routed: reads are what may go to a
+/// replica; writes are what Redis flags `write`; the rest is other.
+pub fn kind(table: &CommandTable, cmd: &Command, route: Route) -> Kind {
+    if route == Route::Read {
+        return Kind::Read;
+    }
+    match table.lookup(cmd.name(), cmd.arg(1)) {
+        Some(f) if f & WRITE != 0 => Kind::Write,
+        Some(f) if f & READONLY != 0 => Kind::Read,
+        _ => Kind::Other,
+    }
+}
+
 /// Classifies one client command. Pure: the session decides what a route
 /// means given its own state (a pinned session sends everything to its
 /// dedicated connection).

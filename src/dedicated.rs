@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::command::Kind;
 use crate::framer::{Reply, ReplyFramer, ReplyLimits};
 use crate::pipe::{Event, EventTx, Timeouts, sleep_until_opt};
 use crate::resp::Proto;
@@ -40,6 +41,7 @@ pub struct DRequest {
     pub seq: u64,
     pub data: Bytes,
     pub expect: Expect,
+    pub kind: Kind,
 }
 
 pub struct Dedicated {
@@ -81,6 +83,7 @@ struct Sent {
     seq: u64,
     expect: Expect,
     sent: Instant,
+    kind: Kind,
 }
 
 async fn run(
@@ -92,7 +95,9 @@ async fn run(
 ) {
     let proto = hs.proto.unwrap_or(Proto::Resp2);
     let err = match upstream::open(&up, &hs, timeouts.connect).await {
-        Ok((stream, buf)) => serve(stream, buf, proto, &mut rx, &events, timeouts.request).await,
+        Ok((stream, buf)) => {
+            serve(&up, stream, buf, proto, &mut rx, &events, timeouts.request).await
+        }
         Err(e) => Err((e, VecDeque::new())),
     };
     let (err, pending) = match err {
@@ -121,6 +126,7 @@ struct Subscriptions {
 }
 
 async fn serve(
+    up: &Upstream,
     stream: tokio::net::TcpStream,
     mut buf: BytesMut,
     proto: Proto,
@@ -141,6 +147,7 @@ async fn serve(
             match framer.next(&mut buf) {
                 Ok(Some(reply)) => {
                     route_frame(
+                        up,
                         reply,
                         proto,
                         &mut pending,
@@ -184,7 +191,12 @@ async fn serve(
                 let now = Instant::now();
                 for r in batch.drain(..) {
                     out.extend_from_slice(&r.data);
-                    pending.push_back(Sent { seq: r.seq, expect: r.expect, sent: now });
+                    pending.push_back(Sent {
+                        seq: r.seq,
+                        expect: r.expect,
+                        sent: now,
+                        kind: r.kind,
+                    });
                 }
                 if let Err(e) = wr.write_all(&out).await {
                     return Err((UpstreamError::Lost(e.to_string()), pending));
@@ -199,6 +211,7 @@ async fn serve(
 }
 
 fn route_frame(
+    up: &Upstream,
     reply: Reply,
     proto: Proto,
     pending: &mut VecDeque<Sent>,
@@ -242,6 +255,7 @@ fn route_frame(
             }
             *last_passed = s.seq;
             let _ = events.send(Event::Passed { seq: s.seq });
+            up.metrics.served(s.kind, s.sent.elapsed());
             pending.pop_front();
         }
         let _ = events.send(Event::Stream {
@@ -260,6 +274,7 @@ fn route_frame(
         }
         *last_passed = s.seq;
         let _ = events.send(Event::Passed { seq: s.seq });
+        up.metrics.served(s.kind, s.sent.elapsed());
         pending.pop_front();
     }
     let Some(s) = pending.pop_front() else {
@@ -278,6 +293,7 @@ fn route_frame(
     if s.expect == Expect::Monitor && !reply.is_error() {
         *monitoring = true;
     }
+    up.metrics.served(s.kind, s.sent.elapsed());
     let _ = events.send(Event::Reply {
         seq: s.seq,
         data: reply.raw,

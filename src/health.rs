@@ -155,6 +155,21 @@ pub async fn probe_loop(shared: Arc<Shared>, up: Arc<Upstream>) {
             }
         }
         up.refresh_cost(Instant::now());
+        if ok.is_ok() {
+            up.mark_probed_ok();
+            up.metrics.probes_ok.increment(1);
+        } else {
+            up.metrics.probes_failed.increment(1);
+        }
+        up.metrics
+            .healthy
+            .set(if up.is_healthy() { 1.0 } else { 0.0 });
+        if let Some(rtt) = up.smoothed_rtt() {
+            up.metrics.rtt.set(rtt);
+        }
+        if let Some(lag) = up.lag() {
+            up.metrics.lag.set(lag.as_secs_f64());
+        }
     }
 }
 

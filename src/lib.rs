@@ -5,6 +5,7 @@
 //! classification, selection) lives in modules without I/O; sockets and tasks
 //! live in `server`, `session`, `pipe` and `dedicated`.
 #![forbid(unsafe_code)]
+pub mod admin;
 pub mod cli;
 pub mod command;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod framer;
 pub mod health;
 pub mod lag;
 pub mod latency;
+pub mod metrics;
 pub mod net;
 pub mod pipe;
 pub mod relay;

@@ -16,8 +16,9 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::command::Kind;
 use crate::framer::{ReplyFramer, ReplyLimits};
-use crate::topology::Upstream;
+use crate::topology::{Role, Upstream};
 use crate::upstream::{self, Handshake, UpstreamError};
 
 /// What a session hears back about a request it sent.
@@ -48,6 +49,7 @@ pub struct Request {
     pub seq: u64,
     pub data: Bytes,
     pub reply_to: EventTx,
+    pub kind: Kind,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -136,6 +138,7 @@ struct InFlight {
     seq: u64,
     reply_to: EventTx,
     sent: Instant,
+    kind: Kind,
 }
 
 /// Runs one connection until it fails (returns the cause) or the request
@@ -178,7 +181,12 @@ async fn serve(
                         fail(up, req, err);
                         continue;
                     }
-                    let entry = InFlight { seq: req.seq, reply_to: req.reply_to, sent: now };
+                    let entry = InFlight {
+                        seq: req.seq,
+                        reply_to: req.reply_to,
+                        sent: now,
+                        kind: req.kind,
+                    };
                     out.extend_from_slice(&req.data);
                     if let Err(e) = inflight_tx.send(entry) {
                         // The reader has stopped: it failed everything it
@@ -224,6 +232,7 @@ async fn read_loop(
         // The latency of the last request answered in this read, fed to the
         // upstream's estimate once per read rather than once per reply.
         let mut last_sent: Option<Instant> = None;
+        let now = Instant::now();
         loop {
             match framer.next(&mut buf) {
                 Ok(Some(reply)) => {
@@ -245,6 +254,14 @@ async fn read_loop(
                     };
                     up.sub_outstanding(1);
                     last_sent = Some(entry.sent);
+                    // A replica's refusal of a read is retried elsewhere by
+                    // the session: counted where it is finally served.
+                    if !(entry.kind == Kind::Read
+                        && up.role == Role::Replica
+                        && is_refusal(&reply.raw))
+                    {
+                        up.metrics.served(entry.kind, now - entry.sent);
+                    }
                     let _ = entry.reply_to.send(Event::Reply {
                         seq: entry.seq,
                         data: reply.raw,
@@ -255,7 +272,6 @@ async fn read_loop(
             }
         }
         if let Some(sent) = last_sent {
-            let now = Instant::now();
             up.observe_passive(now - sent, now.into_std());
         }
         while let Ok(e) = inflight_rx.try_recv() {
@@ -307,6 +323,13 @@ async fn read_loop(
         tracing::warn!(upstream = %up, error = %err, "upstream marked down");
     }
     err
+}
+
+/// Errors a replica gives for reads the primary would answer.
+pub fn is_refusal(reply: &[u8]) -> bool {
+    [&b"-READONLY"[..], b"-NOSCRIPT", b"-LOADING", b"-MASTERDOWN"]
+        .iter()
+        .any(|code| reply.starts_with(code) && matches!(reply.get(code.len()), Some(b' ' | b'\r')))
 }
 
 pub(crate) async fn sleep_until_opt(deadline: Option<Instant>) {

@@ -4,7 +4,8 @@
 //! Candidates are the usable replicas (healthy, verified to be replicas,
 //! within the staleness bound) plus the primary. The nearest by cost wins;
 //! every candidate within `window` of the nearest shares the load, least
-//! outstanding requests first (ties rotate). Because the current choice
+//! outstanding requests first (ties rotate), except that the primary steps
+//! aside when a replica is within the window: it carries every write. Because the current choice
 //! stays in that set until another is better by more than the window, a
 //! small wobble in measurements does not move reads.
 
@@ -152,12 +153,19 @@ pub fn select(
                 None => best.is_infinite(),
             }
     };
+    // Among near-equals, replicas take the reads: the primary also carries
+    // every write, so it reads only when it is nearer by more than the
+    // window (or nothing else is usable).
+    let replica_near = cands
+        .iter()
+        .enumerate()
+        .any(|(i, c)| i != primary && near(i, c));
     let n = cands.len();
     let mut chosen: Option<usize> = None;
     for k in 0..n {
         let i = (k + rotate) % n;
         let c = &cands[i];
-        if !near(i, c) {
+        if !near(i, c) || (i == primary && replica_near) {
             continue;
         }
         if chosen.is_none_or(|j| c.outstanding < cands[j].outstanding) {
@@ -280,6 +288,20 @@ mod tests {
                 index: 0,
                 fallback: Some(Fallback::PinnedAfterWrite)
             }
+        );
+    }
+
+    #[test]
+    fn near_equal_replicas_take_reads_before_the_primary() {
+        let cands = [c(true, 0.3), c(false, 0.4), c(false, 1.9)];
+        let picks: Vec<usize> = (0..6).map(|r| pick(&cands, 2.0, r).index).collect();
+        assert!(!picks.contains(&0), "{picks:?}");
+        assert!(picks.contains(&1) && picks.contains(&2), "{picks:?}");
+        // Nearer by more than the window: the primary reads.
+        let cands = [c(true, 0.3), c(false, 2.4)];
+        assert_eq!(
+            pick(&cands, 2.0, 0).fallback,
+            Some(Fallback::PrimaryNearest)
         );
     }
 

@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::framer::reply::decode_resp2;
 use crate::health::{self, Control};
 use crate::lag::OffsetHistory;
+use crate::metrics;
 use crate::pipe::{self, PipeHandle, Timeouts};
 use crate::resp::Proto;
 use crate::topology::{Role, Topology, Upstream};
@@ -38,6 +39,7 @@ pub struct Shared {
     /// Ids for upstreams that discovery adds later.
     pub next_upstream_id: AtomicUsize,
     pub clients: AtomicUsize,
+    pub metrics: metrics::Global,
 }
 
 impl Shared {
@@ -84,6 +86,7 @@ impl Shared {
             next_client_id: AtomicU64::new(1),
             next_upstream_id: AtomicUsize::new(ids.into_inner()),
             clients: AtomicUsize::new(0),
+            metrics: metrics::Global::new(config.region.as_deref().unwrap_or(""), 10_000),
             config,
         }
     }
@@ -147,6 +150,7 @@ impl Shared {
 
 /// Runs the sidecar until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> std::io::Result<()> {
+    metrics::install(true);
     let listener = crate::net::listen(config.listen)?;
     let shared = Arc::new(Shared::new(config));
     tracing::info!(
@@ -155,6 +159,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         replicas = shared.topology.load().replicas.len(),
         "nearby is serving"
     );
+    crate::admin::serve(shared.clone(), shared.config.admin).await?;
     for up in shared.topology.load().all() {
         tokio::spawn(health::probe_loop(shared.clone(), up.clone()));
     }

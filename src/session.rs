@@ -19,12 +19,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::command::{self, Local, Pin, Route};
+use crate::command::{self, Kind, Local, Pin, Route};
 use crate::config::ReadFrom;
 use crate::dedicated::{DRequest, Dedicated, Expect};
 use crate::framer::{Command, RequestFramer, RequestLimits};
+use crate::metrics::ErrorKind;
 use crate::pipe::{Event, EventTx, PipeHandle, Request};
 use crate::resp::{self, HelloInfo, Proto};
+use crate::select::Fallback;
 use crate::server::Shared;
 use crate::topology::{Role, Upstream};
 use crate::upstream::Handshake;
@@ -34,15 +36,18 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream) {
     let max = shared.config.limits.max_clients;
     if shared.clients.fetch_add(1, Ordering::Relaxed) >= max {
         shared.clients.fetch_sub(1, Ordering::Relaxed);
+        shared.metrics.error(ErrorKind::MaxClients);
         let mut stream = stream;
         let _ = stream
             .write_all(&resp::error("ERR max number of clients reached"))
             .await;
         return;
     }
+    shared.metrics.clients.increment(1.0);
     let mut session = Session::new(shared.clone());
     session.run(stream).await;
     shared.clients.fetch_sub(1, Ordering::Relaxed);
+    shared.metrics.clients.decrement(1.0);
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -115,6 +120,8 @@ struct Session {
     multi_db: Option<u32>,
     closing: bool,
     out: BytesMut,
+    /// The kind of the command being dispatched (metrics label).
+    cur_kind: Kind,
 }
 
 impl Session {
@@ -147,6 +154,7 @@ impl Session {
             multi_db: None,
             closing: false,
             out: BytesMut::with_capacity(16 * 1024),
+            cur_kind: Kind::Other,
         }
     }
 
@@ -214,16 +222,25 @@ impl Session {
         inbuf: &mut BytesMut,
         max_inflight: usize,
     ) {
+        let mut n = 0;
         while !self.closing && self.pending.len() < max_inflight {
             match framer.next(inbuf) {
-                Ok(Some(cmd)) => self.dispatch(cmd),
+                Ok(Some(cmd)) => {
+                    n += 1;
+                    self.dispatch(cmd)
+                }
                 Ok(None) => break,
                 Err(e) => {
-                    let reply = resp::error(&format!("ERR {e}"));
-                    self.push_done(reply);
+                    // Not a command: answered, not counted as a request.
+                    self.shared.metrics.error(ErrorKind::Protocol);
+                    let seq = self.new_slot(false, Hook::None);
+                    self.complete(seq, resp::error(&format!("ERR {e}")));
                     self.closing = true;
                 }
             }
+        }
+        if n > 0 {
+            self.shared.metrics.commands(n);
         }
     }
 
@@ -255,7 +272,9 @@ impl Session {
         seq
     }
 
+    /// A reply the sidecar makes itself for the current command.
     fn push_done(&mut self, reply: Bytes) {
+        self.shared.metrics.local(self.cur_kind);
         let seq = self.new_slot(false, Hook::None);
         self.complete(seq, reply);
     }
@@ -352,8 +371,10 @@ impl Session {
             }
             Event::Failed { seq, error } => {
                 if self.try_retry(seq) {
+                    self.shared.metrics.error(ErrorKind::ReadRetried);
                     return;
                 }
+                self.shared.metrics.error(ErrorKind::Upstream);
                 self.complete(seq, resp::error(&format!("ERR nearby: {error}")));
             }
             Event::Passed { seq } => self.complete(seq, Bytes::new()),
@@ -457,6 +478,7 @@ impl Session {
     fn pick_read(&self, tried: &[usize]) -> Arc<Upstream> {
         let topo = self.shared.topology.load();
         if self.shared.config.routing.read_from == ReadFrom::Primary {
+            self.shared.metrics.fallback(Fallback::ReadFromPrimary);
             return topo.primary.clone();
         }
         let window = Duration::from_millis(self.shared.config.routing.latency_window_ms);
@@ -476,6 +498,7 @@ impl Session {
                 upstream: up,
             });
         }
+        self.cur_kind = Kind::Read;
         self.send_pipe(&pipe, seq, data);
     }
 
@@ -496,11 +519,14 @@ impl Session {
         if cmd.argc() == 0 {
             return;
         }
+        let table = self.shared.commands.load();
+        let route = command::classify(&table, &cmd);
+        self.cur_kind = command::kind(&table, &cmd, route);
+        drop(table);
         if !self.authed && !self.allowed_unauthenticated(&cmd) {
             self.push_done(resp::error("NOAUTH Authentication required."));
             return;
         }
-        let route = command::classify(&self.shared.commands.load(), &cmd);
         if self.pinned() {
             self.dispatch_pinned(cmd, route);
             return;
@@ -546,6 +572,7 @@ impl Session {
             seq,
             data,
             reply_to: self.events_tx.clone(),
+            kind: self.cur_kind,
         };
         if pipe.send(req).is_err() {
             self.complete(seq, resp::error("ERR nearby: shutting down"));
@@ -593,6 +620,7 @@ impl Session {
             seq,
             data: cmd.into_raw(),
             expect,
+            kind: self.cur_kind,
         };
         let sent = self.ded.as_ref().is_some_and(|d| d.send(req));
         if !sent {
@@ -604,6 +632,9 @@ impl Session {
     }
 
     fn dispatch_pinned(&mut self, cmd: Command, route: Route) {
+        if route == Route::Read {
+            self.shared.metrics.fallback(Fallback::PinnedSession);
+        }
         if self.monitor {
             // Every frame on a monitoring connection is a stream frame.
             match route {
@@ -959,6 +990,7 @@ impl Session {
         if constant_time_eq(pass.as_bytes(), expected.as_bytes()) {
             Ok(())
         } else {
+            self.shared.metrics.error(ErrorKind::AuthFailed);
             Err(wrong())
         }
     }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::latency::Latency;
+use crate::metrics::UpstreamMetrics;
 use crate::select::{self, Candidate, Choice, Fallback, Unusable};
 
 use crate::pipe::PipeHandle;
@@ -47,6 +48,8 @@ pub struct Upstream {
     /// an entry.
     pub entry: usize,
     healthy: AtomicBool,
+    /// Set by the first successful probe: readiness needs a real answer.
+    ever_up: AtomicBool,
     /// Set when discovery removed this upstream from the topology.
     retired: AtomicBool,
     /// Requests sent and not yet answered, for least-outstanding selection.
@@ -62,6 +65,7 @@ pub struct Upstream {
     /// `master_repl_offset`), as last probed.
     repl_offset: AtomicU64,
     latency: Mutex<Latency>,
+    pub metrics: UpstreamMetrics,
     /// `Latency::cost` as f64 bits, NaN when unmeasured: read on every
     /// selection without locking.
     cost_bits: AtomicU64,
@@ -94,7 +98,9 @@ impl Upstream {
             (Some(a), _) => a.to_string(),
             (None, _) => url.host_port(),
         };
+        let metrics = UpstreamMetrics::new(&label, &region, role.as_str());
         Upstream {
+            metrics,
             id,
             entry,
             role,
@@ -105,6 +111,7 @@ impl Upstream {
             // Optimistic until the first probe or connection says otherwise.
             healthy: AtomicBool::new(true),
             retired: AtomicBool::new(false),
+            ever_up: AtomicBool::new(false),
             role_ok: AtomicBool::new(true),
             stale: AtomicBool::new(false),
             lag_ms: AtomicU64::new(u64::MAX),
@@ -130,6 +137,15 @@ impl Upstream {
     pub fn retire(&self) {
         self.retired.store(true, Ordering::Relaxed);
         self.pipes.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    pub fn mark_probed_ok(&self) {
+        self.ever_up.store(true, Ordering::Relaxed);
+    }
+
+    /// Up, and confirmed so by at least one probe.
+    pub fn is_confirmed_up(&self) -> bool {
+        self.ever_up.load(Ordering::Relaxed) && self.is_healthy()
     }
 
     pub fn is_retired(&self) -> bool {

@@ -1,0 +1,330 @@
+//! Metric names and handles, built once: sessions and pipes only touch
+//! pre-registered handles on the request path, never look names up.
+//!
+//! Names follow `../shared/DESIGN.md` ("Interface contract").
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use metrics::{
+    Counter, Gauge, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram,
+    gauge, histogram,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::command::Kind;
+use crate::select::Fallback;
+
+pub const REQUESTS: &str = "nearby_requests_total";
+pub const DURATION: &str = "nearby_request_duration_seconds";
+pub const RTT: &str = "nearby_upstream_rtt_seconds";
+pub const HEALTHY: &str = "nearby_upstream_healthy";
+pub const LAG: &str = "nearby_upstream_replication_lag_seconds";
+pub const FALLBACKS: &str = "nearby_read_fallbacks_total";
+pub const ERRORS: &str = "nearby_errors_total";
+pub const CLIENTS: &str = "nearby_client_connections";
+pub const COMMANDS: &str = "nearby_commands_total";
+pub const USAGE_TODAY: &str = "nearby_usage_commands_today";
+pub const USAGE_ALLOWANCE: &str = "nearby_usage_free_commands_per_day";
+pub const PROBES: &str = "nearby_probes_total";
+
+/// Explicit buckets from 50 µs to 10 s: Prometheus histograms, not
+/// summaries, so they aggregate across sidecars.
+pub const BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the Prometheus recorder (once per process). With `enabled`
+/// false no recorder is installed and every handle is a no-op: the switch
+/// for measuring what metrics cost.
+pub fn install(enabled: bool) {
+    HANDLE.get_or_init(|| {
+        if !enabled {
+            return None;
+        }
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(DURATION.to_string()), BUCKETS)
+            .ok()?
+            .build_recorder();
+        let handle = recorder.handle();
+        metrics::set_global_recorder(recorder).ok()?;
+        describe();
+        Some(handle)
+    });
+}
+
+/// The Prometheus text, or `None` when metrics are off.
+pub fn render() -> Option<String> {
+    let h = HANDLE.get()?.as_ref()?;
+    h.run_upkeep();
+    Some(h.render())
+}
+
+fn describe() {
+    describe_counter!(
+        REQUESTS,
+        "Client commands, by the upstream that served them and kind (read|write|other)"
+    );
+    describe_histogram!(
+        DURATION,
+        Unit::Seconds,
+        "Time from sending a request upstream to its reply"
+    );
+    describe_gauge!(
+        RTT,
+        Unit::Seconds,
+        "Smoothed probe round trip (EWMA, alpha 0.2)"
+    );
+    describe_gauge!(HEALTHY, "1 when the upstream is up (rise/fall hysteresis)");
+    describe_gauge!(LAG, Unit::Seconds, "Estimated replication lag");
+    describe_counter!(FALLBACKS, "Reads sent to the primary, and why");
+    describe_counter!(ERRORS, "Errors, by kind");
+    describe_gauge!(CLIENTS, "Open client connections");
+    describe_counter!(
+        COMMANDS,
+        "Client commands received (usage, as a managed service bills it)"
+    );
+    describe_gauge!(USAGE_TODAY, "Client commands received today (UTC)");
+    describe_gauge!(
+        USAGE_ALLOWANCE,
+        "Free commands per day before usage is billed"
+    );
+    describe_counter!(
+        PROBES,
+        "Health probes sent by the sidecar (never in nearby_requests_total)"
+    );
+}
+
+/// Handles for one upstream.
+pub struct UpstreamMetrics {
+    requests: [Counter; 3],
+    durations: [Histogram; 3],
+    pub rtt: Gauge,
+    pub healthy: Gauge,
+    pub lag: Gauge,
+    pub probes_ok: Counter,
+    pub probes_failed: Counter,
+    /// Reads and writes served, for `/status` (shares over the last minute)
+    /// and the lab's table; kept whether or not metrics are exported.
+    pub reads: AtomicU64,
+    pub writes: AtomicU64,
+}
+
+fn kind_index(k: Kind) -> usize {
+    match k {
+        Kind::Read => 0,
+        Kind::Write => 1,
+        Kind::Other => 2,
+    }
+}
+
+impl UpstreamMetrics {
+    pub fn new(upstream: &str, region: &str, role: &'static str) -> UpstreamMetrics {
+        let req = |kind: &'static str| counter!(REQUESTS, "upstream" => upstream.to_string(), "region" => region.to_string(), "role" => role, "kind" => kind);
+        let dur = |kind: &'static str| histogram!(DURATION, "upstream" => upstream.to_string(), "region" => region.to_string(), "role" => role, "kind" => kind);
+        UpstreamMetrics {
+            requests: [req("read"), req("write"), req("other")],
+            durations: [dur("read"), dur("write"), dur("other")],
+            rtt: gauge!(RTT, "upstream" => upstream.to_string(), "region" => region.to_string(), "role" => role),
+            healthy: gauge!(HEALTHY, "upstream" => upstream.to_string(), "region" => region.to_string(), "role" => role),
+            lag: gauge!(LAG, "upstream" => upstream.to_string(), "region" => region.to_string()),
+            probes_ok: counter!(PROBES, "upstream" => upstream.to_string(), "result" => "ok"),
+            probes_failed: counter!(PROBES, "upstream" => upstream.to_string(), "result" => "failed"),
+            reads: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+        }
+    }
+
+    /// One client command answered by this upstream.
+    pub fn served(&self, kind: Kind, took: Duration) {
+        let i = kind_index(kind);
+        match kind {
+            Kind::Read => self.reads.fetch_add(1, Ordering::Relaxed),
+            Kind::Write => self.writes.fetch_add(1, Ordering::Relaxed),
+            Kind::Other => 0,
+        };
+        self.requests[i].increment(1);
+        self.durations[i].record(took.as_secs_f64());
+    }
+}
+
+/// Why an error reached a client or a connection was refused.
+#[derive(Clone, Copy, Debug)]
+pub enum ErrorKind {
+    /// A request got no reply from its upstream (down, timeout, lost).
+    Upstream,
+    /// A read retried on another upstream (the client saw no error).
+    ReadRetried,
+    /// Malformed client input.
+    Protocol,
+    MaxClients,
+    AuthFailed,
+}
+
+impl ErrorKind {
+    const ALL: [ErrorKind; 5] = [
+        ErrorKind::Upstream,
+        ErrorKind::ReadRetried,
+        ErrorKind::Protocol,
+        ErrorKind::MaxClients,
+        ErrorKind::AuthFailed,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Upstream => "upstream",
+            ErrorKind::ReadRetried => "read_retried",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::MaxClients => "max_clients",
+            ErrorKind::AuthFailed => "auth_failed",
+        }
+    }
+}
+
+/// Sidecar-wide handles.
+pub struct Global {
+    fallbacks: Vec<Counter>,
+    errors: Vec<Counter>,
+    pub clients: Gauge,
+    pub commands: Counter,
+    /// Commands answered by the sidecar itself (SELECT, PING, HELLO...).
+    local: [Counter; 3],
+    pub usage: Usage,
+}
+
+impl Global {
+    pub fn new(region: &str, free_per_day: u64) -> Global {
+        let local = |kind: &'static str| counter!(REQUESTS, "upstream" => "nearby", "region" => region.to_string(), "role" => "sidecar", "kind" => kind);
+        gauge!(USAGE_ALLOWANCE).set(free_per_day as f64);
+        Global {
+            fallbacks: Fallback::ALL
+                .iter()
+                .map(|f| counter!(FALLBACKS, "reason" => f.as_str()))
+                .collect(),
+            errors: ErrorKind::ALL
+                .iter()
+                .map(|k| counter!(ERRORS, "kind" => k.as_str()))
+                .collect(),
+            clients: gauge!(CLIENTS),
+            commands: counter!(COMMANDS),
+            local: [local("read"), local("write"), local("other")],
+            usage: Usage::new(free_per_day, gauge!(USAGE_TODAY)),
+        }
+    }
+
+    pub fn fallback(&self, f: Fallback) {
+        if let Some(i) = Fallback::ALL.iter().position(|x| *x == f) {
+            self.fallbacks[i].increment(1);
+        }
+    }
+
+    pub fn error(&self, k: ErrorKind) {
+        if let Some(i) = ErrorKind::ALL.iter().position(|x| x.as_str() == k.as_str()) {
+            self.errors[i].increment(1);
+        }
+    }
+
+    pub fn local(&self, kind: Kind) {
+        self.local[kind_index(kind)].increment(1);
+    }
+
+    /// `n` client commands arrived (usage metering).
+    pub fn commands(&self, n: u64) {
+        self.commands.increment(n);
+        self.usage.add(n);
+    }
+}
+
+/// Usage against a free daily allowance, as a managed Redis bills it.
+pub struct Usage {
+    free_per_day: u64,
+    /// UTC day number and today's count, packed: the day in the high 24
+    /// bits, the count in the low 40.
+    state: AtomicU64,
+    today: Gauge,
+}
+
+const COUNT_BITS: u32 = 40;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+
+fn utc_day(now: SystemTime) -> u64 {
+    now.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400)
+        & 0xFF_FFFF
+}
+
+impl Usage {
+    pub fn new(free_per_day: u64, today: Gauge) -> Usage {
+        Usage {
+            free_per_day,
+            state: AtomicU64::new(utc_day(SystemTime::now()) << COUNT_BITS),
+            today,
+        }
+    }
+
+    /// Adds `n` commands at `now`; returns true when this call crossed the
+    /// free allowance (logged once per day).
+    pub fn add_at(&self, n: u64, now: SystemTime) -> bool {
+        let day = utc_day(now);
+        let mut cur = self.state.load(Ordering::Relaxed);
+        loop {
+            let (d, count) = (cur >> COUNT_BITS, cur & COUNT_MASK);
+            let base = if d == day { count } else { 0 };
+            let next_count = (base + n).min(COUNT_MASK);
+            let next = (day << COUNT_BITS) | next_count;
+            match self
+                .state
+                .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    self.today.set(next_count as f64);
+                    return base <= self.free_per_day && next_count > self.free_per_day;
+                }
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    pub fn add(&self, n: u64) {
+        if self.add_at(n, SystemTime::now()) {
+            tracing::warn!(
+                free_per_day = self.free_per_day,
+                "usage crossed the free daily allowance: further commands today are billable"
+            );
+        }
+    }
+
+    pub fn free_per_day(&self) -> u64 {
+        self.free_per_day
+    }
+
+    pub fn today(&self) -> u64 {
+        self.state.load(Ordering::Relaxed) & COUNT_MASK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_crosses_the_allowance_once_a_day_and_rolls_over() {
+        let u = Usage::new(10, gauge!("test_usage"));
+        let day0 = UNIX_EPOCH + Duration::from_secs(86_400 * 20_000 + 5);
+        u.state
+            .store(utc_day(day0) << COUNT_BITS, Ordering::Relaxed);
+        assert!(!u.add_at(10, day0));
+        assert_eq!(u.today(), 10);
+        assert!(u.add_at(1, day0), "the 11th command crosses 10");
+        assert!(!u.add_at(5, day0), "only once");
+        assert_eq!(u.today(), 16);
+        let day1 = day0 + Duration::from_secs(86_400);
+        assert!(!u.add_at(3, day1));
+        assert_eq!(u.today(), 3, "a new day starts from zero");
+        assert!(u.add_at(8, day1));
+    }
+}
