@@ -1,4 +1,4 @@
-//! Command line: `nearby run` and `nearby check-config`.
+//! Command line: `nearby run`, `check-config`, `status` and `lab`.
 //!
 //! Every option of [`ConfigArgs`] has an environment twin `NEARBY_<NAME>`
 //! (clap folds the environment in, flags win). Values are parsed only to their
@@ -25,6 +25,48 @@ pub enum Command {
     Run(ConfigArgs),
     /// Validate a config and print the effective config (secrets redacted)
     CheckConfig(ConfigArgs),
+    /// Show this region, the primary and read regions, each upstream's
+    /// health, RTT and lag, and where reads go now (from a running sidecar)
+    Status(StatusArgs),
+    /// Start a local lab: real redis-servers in simulated regions, nearby in front
+    Lab(LabArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct StatusArgs {
+    /// Admin address of the running sidecar
+    #[arg(
+        long,
+        env = "NEARBY_ADMIN",
+        default_value = "127.0.0.1:9121",
+        value_name = "ADDR"
+    )]
+    pub admin: String,
+    /// Print the raw JSON of /status
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct LabArgs {
+    /// Address the lab's sidecar listens on
+    #[arg(long, default_value = "127.0.0.1:6379", value_name = "ADDR")]
+    pub listen: String,
+    /// Admin address of the lab's sidecar
+    #[arg(long, default_value = "127.0.0.1:9121", value_name = "ADDR")]
+    pub admin: String,
+    /// Regions as NAME=RTT_MS, the first one the primary's
+    #[arg(long, default_value = "iad=80,ams=5,syd=150", value_name = "LIST")]
+    pub regions: String,
+    /// The region the sidecar (and the app) is in
+    #[arg(long, default_value = "ams", value_name = "NAME")]
+    pub region: String,
+    /// Stop by itself after this many seconds (0: run until Ctrl-C)
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub duration_s: u64,
+    /// Print the table this often, in ms (0: never)
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub table_ms: u64,
 }
 
 /// Options shared by `run` and `check-config`. Every field is optional: what

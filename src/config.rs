@@ -1326,8 +1326,8 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"))
             .command
         {
-            Command::Run(a) => a,
-            Command::CheckConfig(a) => a,
+            Command::Run(a) | Command::CheckConfig(a) => a,
+            other => panic!("unexpected {other:?}"),
         }
     }
 

@@ -135,36 +135,30 @@ async fn serve(
     request_timeout: Duration,
 ) -> Result<(), (UpstreamError, VecDeque<Sent>)> {
     let (mut rd, mut wr) = stream.into_split();
-    let mut pending: VecDeque<Sent> = VecDeque::new();
     let mut framer = ReplyFramer::new(ReplyLimits::default());
-    let mut subs = Subscriptions::default();
-    let mut last_passed: u64 = 0;
-    let mut monitoring = false;
+    let mut m = Matcher {
+        proto,
+        pending: VecDeque::new(),
+        subs: Subscriptions::default(),
+        last_passed: 0,
+        monitoring: false,
+    };
     let mut batch = Vec::with_capacity(16);
     let mut out = BytesMut::new();
     loop {
         loop {
             match framer.next(&mut buf) {
                 Ok(Some(reply)) => {
-                    route_frame(
-                        up,
-                        reply,
-                        proto,
-                        &mut pending,
-                        &mut subs,
-                        &mut last_passed,
-                        &mut monitoring,
-                        events,
-                    )
-                    .map_err(|e| (e, std::mem::take(&mut pending)))?;
+                    m.route(up, reply, events)
+                        .map_err(|e| (e, std::mem::take(&mut m.pending)))?;
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    return Err((UpstreamError::Protocol(e.to_string()), pending));
+                    return Err((UpstreamError::Protocol(e.to_string()), m.pending));
                 }
             }
         }
-        let deadline = match pending.front() {
+        let deadline = match m.pending.front() {
             Some(s)
                 if matches!(
                     s.expect,
@@ -180,9 +174,9 @@ async fn serve(
         }
         tokio::select! {
             r = rd.read_buf(&mut buf) => match r {
-                Ok(0) => return Err((UpstreamError::Lost("closed by the upstream".into()), pending)),
+                Ok(0) => return Err((UpstreamError::Lost("closed by the upstream".into()), m.pending)),
                 Ok(_) => {}
-                Err(e) => return Err((UpstreamError::Lost(e.to_string()), pending)),
+                Err(e) => return Err((UpstreamError::Lost(e.to_string()), m.pending)),
             },
             n = rx.recv_many(&mut batch, 256) => {
                 if n == 0 {
@@ -191,7 +185,7 @@ async fn serve(
                 let now = Instant::now();
                 for r in batch.drain(..) {
                     out.extend_from_slice(&r.data);
-                    pending.push_back(Sent {
+                    m.pending.push_back(Sent {
                         seq: r.seq,
                         expect: r.expect,
                         sent: now,
@@ -199,106 +193,117 @@ async fn serve(
                     });
                 }
                 if let Err(e) = wr.write_all(&out).await {
-                    return Err((UpstreamError::Lost(e.to_string()), pending));
+                    return Err((UpstreamError::Lost(e.to_string()), m.pending));
                 }
                 out.clear();
             }
             _ = sleep_until_opt(deadline) => {
-                return Err((UpstreamError::Timeout(request_timeout.as_millis() as u64), pending));
+                return Err((UpstreamError::Timeout(request_timeout.as_millis() as u64), m.pending));
             }
         }
     }
 }
 
-fn route_frame(
-    up: &Upstream,
-    reply: Reply,
+/// Matches frames from the connection to the requests sent on it.
+struct Matcher {
     proto: Proto,
-    pending: &mut VecDeque<Sent>,
-    subs: &mut Subscriptions,
-    last_passed: &mut u64,
-    monitoring: &mut bool,
-    events: &EventTx,
-) -> Result<(), UpstreamError> {
-    let head = pubsub_head(&reply.raw);
-    let in_pubsub =
-        subs.normal + subs.shard > 0 || pending.front().is_some_and(|s| s.expect == Expect::Stream);
-    let is_stream = if reply.is_error() {
-        // An error always answers the oldest request.
-        false
-    } else if *monitoring {
-        true
-    } else if proto == Proto::Resp3 {
-        reply.is_push()
-    } else {
-        in_pubsub && head.is_some()
-    };
+    pending: VecDeque<Sent>,
+    subs: Subscriptions,
+    /// The last request the connection has passed: stream frames go after it.
+    last_passed: u64,
+    monitoring: bool,
+}
 
-    if is_stream {
-        let mut count = None;
-        if let Some((kind, n)) = head
-            && let Some(n) = n
-        {
-            match kind {
-                PubSubKind::Normal => subs.normal = n,
-                PubSubKind::Shard => subs.shard = n,
-                PubSubKind::Message => {}
+impl Matcher {
+    fn route(
+        &mut self,
+        up: &Upstream,
+        reply: Reply,
+        events: &EventTx,
+    ) -> Result<(), UpstreamError> {
+        let head = pubsub_head(&reply.raw);
+        let in_pubsub = self.subs.normal + self.subs.shard > 0
+            || self
+                .pending
+                .front()
+                .is_some_and(|s| s.expect == Expect::Stream);
+        let is_stream = if reply.is_error() {
+            // An error always answers the oldest request.
+            false
+        } else if self.monitoring {
+            true
+        } else if self.proto == Proto::Resp3 {
+            reply.is_push()
+        } else {
+            in_pubsub && head.is_some()
+        };
+
+        if is_stream {
+            let mut count = None;
+            if let Some((kind, n)) = head
+                && let Some(n) = n
+            {
+                match kind {
+                    PubSubKind::Normal => self.subs.normal = n,
+                    PubSubKind::Shard => self.subs.shard = n,
+                    PubSubKind::Message => {}
+                }
+                if kind != PubSubKind::Message {
+                    count = Some(self.subs.normal + self.subs.shard);
+                }
             }
-            if kind != PubSubKind::Message {
-                count = Some(subs.normal + subs.shard);
+            // Stream frames pass the subscribe-like requests ahead of them.
+            while let Some(s) = self.pending.front() {
+                if s.expect != Expect::Stream {
+                    break;
+                }
+                self.last_passed = s.seq;
+                let _ = events.send(Event::Passed { seq: s.seq });
+                up.metrics.served(s.kind, s.sent.elapsed());
+                self.pending.pop_front();
             }
+            let _ = events.send(Event::Stream {
+                after: self.last_passed,
+                data: reply.raw,
+                subscriptions: count,
+            });
+            return Ok(());
         }
-        // Stream frames pass the subscribe-like requests ahead of them.
-        while let Some(s) = pending.front() {
-            if s.expect != Expect::Stream {
+
+        // A reply: skip subscribe-like requests that were answered only by
+        // stream frames, unless this error is their answer.
+        while let Some(s) = self.pending.front() {
+            if s.expect != Expect::Stream || reply.is_error() {
                 break;
             }
-            *last_passed = s.seq;
+            self.last_passed = s.seq;
             let _ = events.send(Event::Passed { seq: s.seq });
             up.metrics.served(s.kind, s.sent.elapsed());
-            pending.pop_front();
+            self.pending.pop_front();
         }
-        let _ = events.send(Event::Stream {
-            after: *last_passed,
-            data: reply.raw,
-            subscriptions: count,
-        });
-        return Ok(());
-    }
-
-    // A reply: skip subscribe-like requests that were answered only by
-    // stream frames, unless this error is their answer.
-    while let Some(s) = pending.front() {
-        if s.expect != Expect::Stream || reply.is_error() {
-            break;
+        let Some(s) = self.pending.pop_front() else {
+            return Err(UpstreamError::Protocol("reply without a request".into()));
+        };
+        self.last_passed = s.seq;
+        if s.expect == Expect::Swallow {
+            if reply.is_error() {
+                return Err(UpstreamError::Handshake(
+                    String::from_utf8_lossy(&reply.raw).trim_end().to_string(),
+                ));
+            }
+            let _ = events.send(Event::Passed { seq: s.seq });
+            return Ok(());
         }
-        *last_passed = s.seq;
-        let _ = events.send(Event::Passed { seq: s.seq });
+        if s.expect == Expect::Monitor && !reply.is_error() {
+            self.monitoring = true;
+        }
         up.metrics.served(s.kind, s.sent.elapsed());
-        pending.pop_front();
+        let _ = events.send(Event::Reply {
+            seq: s.seq,
+            data: reply.raw,
+        });
+        Ok(())
     }
-    let Some(s) = pending.pop_front() else {
-        return Err(UpstreamError::Protocol("reply without a request".into()));
-    };
-    *last_passed = s.seq;
-    if s.expect == Expect::Swallow {
-        if reply.is_error() {
-            return Err(UpstreamError::Handshake(
-                String::from_utf8_lossy(&reply.raw).trim_end().to_string(),
-            ));
-        }
-        let _ = events.send(Event::Passed { seq: s.seq });
-        return Ok(());
-    }
-    if s.expect == Expect::Monitor && !reply.is_error() {
-        *monitoring = true;
-    }
-    up.metrics.served(s.kind, s.sent.elapsed());
-    let _ = events.send(Event::Reply {
-        seq: s.seq,
-        data: reply.raw,
-    });
-    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

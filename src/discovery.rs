@@ -98,13 +98,6 @@ pub async fn run(shared: Arc<Shared>) {
 /// Installs the configured resolver (see [`crate::net::init_resolver`]) and
 /// spawns [`run`]. Call it from inside the runtime once the probers of the
 /// configured upstreams are spawned.
-pub fn spawn(shared: &Arc<Shared>) {
-    if let Err(e) = crate::net::init_resolver(&shared.config.dns) {
-        tracing::error!(error = %e, "cannot configure the DNS resolver; using the system defaults");
-    }
-    tokio::spawn(run(shared.clone()));
-}
-
 fn show(addrs: &[SocketAddr]) -> String {
     let ips: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
     format!("{ips:?}")

@@ -17,6 +17,25 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Status(args) => block_on(nearby::status::run(&args.admin, args.json)),
+        Command::Lab(args) => {
+            init_logs(LogFormat::Text, "warn");
+            block_on(nearby::lab::run(args))
+        }
+    }
+}
+
+/// Runs a small command on a current-thread runtime.
+fn block_on(f: impl std::future::Future<Output = u8>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => ExitCode::from(rt.block_on(f)),
+        Err(e) => {
+            eprintln!("nearby: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -29,9 +48,9 @@ fn load(args: &ConfigArgs) -> Result<Config, ExitCode> {
     })
 }
 
-fn init_logs(format: LogFormat) {
+fn init_logs(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -47,7 +66,7 @@ fn run(args: &ConfigArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    init_logs(config.log_format);
+    init_logs(config.log_format, "info");
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = config.threads {
         rt.worker_threads(n.max(1));

@@ -228,10 +228,15 @@ async fn read_loop(
 ) -> UpstreamError {
     let mut pending: VecDeque<InFlight> = VecDeque::new();
     let mut framer = ReplyFramer::new(ReplyLimits::default());
+    // When the previous read completed: the passive latency sample is the
+    // wait for the first reply of a read, counted from when its request was
+    // sent or the previous read, whichever is later. That is the upstream's
+    // distance plus its service time, without the queueing a big pipeline
+    // causes itself (a 10,000-command burst must not look like a far
+    // upstream).
+    let mut prev_read = Instant::now();
     let err = 'conn: loop {
-        // The latency of the last request answered in this read, fed to the
-        // upstream's estimate once per read rather than once per reply.
-        let mut last_sent: Option<Instant> = None;
+        let mut first_sent: Option<Instant> = None;
         let now = Instant::now();
         loop {
             match framer.next(&mut buf) {
@@ -253,7 +258,9 @@ async fn read_loop(
                         },
                     };
                     up.sub_outstanding(1);
-                    last_sent = Some(entry.sent);
+                    if first_sent.is_none() {
+                        first_sent = Some(entry.sent);
+                    }
                     // A replica's refusal of a read is retried elsewhere by
                     // the session: counted where it is finally served.
                     if !(entry.kind == Kind::Read
@@ -271,8 +278,9 @@ async fn read_loop(
                 Err(e) => break 'conn UpstreamError::Protocol(e.to_string()),
             }
         }
-        if let Some(sent) = last_sent {
-            up.observe_passive(now - sent, now.into_std());
+        if let Some(sent) = first_sent {
+            up.observe_passive(now - sent.max(prev_read), now.into_std());
+            prev_read = now;
         }
         while let Ok(e) = inflight_rx.try_recv() {
             pending.push_back(e);

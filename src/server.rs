@@ -150,6 +150,14 @@ impl Shared {
 
 /// Runs the sidecar until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> std::io::Result<()> {
+    run_until(config, shutdown_signal()).await
+}
+
+/// Runs the sidecar until `stop` completes.
+pub async fn run_until(
+    config: Config,
+    stop: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
     metrics::install(true);
     let listener = crate::net::listen(config.listen)?;
     let shared = Arc::new(Shared::new(config));
@@ -160,13 +168,17 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         "nearby is serving"
     );
     crate::admin::serve(shared.clone(), shared.config.admin).await?;
+    // The resolver is configured before any prober resolves a name.
+    if let Err(e) = crate::net::init_resolver(&shared.config.dns) {
+        tracing::error!(error = %e, "cannot configure the DNS resolver; using the system defaults");
+    }
     for up in shared.topology.load().all() {
         tokio::spawn(health::probe_loop(shared.clone(), up.clone()));
     }
-    crate::discovery::spawn(&shared);
+    tokio::spawn(crate::discovery::run(shared.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let accept = tokio::spawn(accept_loop(listener, shared.clone(), stop_rx));
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), accept).await;

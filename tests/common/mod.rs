@@ -443,6 +443,12 @@ impl Nearby {
             cluster.primary.url(),
             "--primary-region".to_string(),
             "primary".to_string(),
+            // On loopback every upstream is equally near, and noise on a
+            // loaded 2-core machine exceeds the default 2 ms window; a wide
+            // window makes near-equals share deterministically (replicas
+            // before the primary). Tests of latency routing use relays.
+            "--latency-window-ms".to_string(),
+            "50".to_string(),
         ];
         for (i, r) in cluster.replicas.iter().enumerate() {
             args.push("--replica".to_string());
