@@ -437,6 +437,22 @@ pub fn kind(table: &CommandTable, cmd: &Command, route: Route) -> Kind {
     }
 }
 
+/// Whether a command may change data (read-your-writes tracks these):
+/// Redis's `write` flag, scripts and functions (which carry no flag),
+/// EXEC, and anything Redis did not describe.
+pub fn may_write(table: &CommandTable, cmd: &Command, route: Route, kind: Kind) -> bool {
+    match route {
+        Route::Read | Route::Local(_) => false,
+        _ => {
+            kind == Kind::Write
+                || ["EVAL", "EVALSHA", "FCALL", "EXEC"]
+                    .iter()
+                    .any(|n| cmd.name_eq(n))
+                || table.lookup(cmd.name(), cmd.arg(1)).is_none()
+        }
+    }
+}
+
 /// Classifies one client command. Pure: the session decides what a route
 /// means given its own state (a pinned session sends everything to its
 /// dedicated connection).

@@ -115,6 +115,15 @@ impl Control {
     }
 }
 
+/// Starts the background tasks that watch one upstream: its prober, and
+/// with read-your-writes its fast offset poller.
+pub fn spawn_watchers(shared: &Arc<Shared>, up: &Arc<Upstream>) {
+    tokio::spawn(probe_loop(shared.clone(), up.clone()));
+    if shared.config.routing.consistency == crate::config::Consistency::ReadYourWrites {
+        tokio::spawn(offset_poll_loop(shared.clone(), up.clone()));
+    }
+}
+
 /// Probes `up` forever: each tick a PING (its round trip feeds the RTT
 /// estimate) and `INFO replication` (role, link, offsets: the lag
 /// estimate). On the primary, every new connection also refreshes the
@@ -208,22 +217,35 @@ async fn probe_on(
     }
     up.observe_probe(now - sent, now);
 
+    poll_replication(shared, up, c, timeout).await
+}
+
+/// One `INFO replication`: role check, offsets, lag.
+async fn poll_replication(
+    shared: &Shared,
+    up: &Upstream,
+    c: &mut Control,
+    timeout: Duration,
+) -> Result<(), UpstreamError> {
+    let sent = Instant::now();
     let reply = c.call(&[b"INFO", b"replication"], timeout).await?;
     if reply.is_error() {
         return Err(refused(&reply));
     }
-    let at = Instant::now();
+    let got = Instant::now();
     let info = ReplicationInfo::parse(&String::from_utf8_lossy(&reply.raw));
     let max_staleness = Duration::from_millis(shared.config.routing.max_staleness_ms);
     match up.role {
         Role::Primary => {
             if let Some(o) = info.master_repl_offset {
                 up.set_repl_offset(o);
+                // Stamped with the send time: the offset covers every write
+                // acknowledged before the request left.
                 shared
                     .offsets
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .record(at, o);
+                    .record(sent, o);
             }
             if !info.is_master && up.set_role_ok(false) {
                 tracing::warn!(upstream = %up, "the configured primary says it is a replica: writes will be refused");
@@ -243,7 +265,7 @@ async fn probe_on(
             }
             let offset = info.slave_repl_offset.unwrap_or(0);
             up.set_repl_offset(offset);
-            let lag = replica_lag(shared, &info, offset, at);
+            let lag = replica_lag(shared, &info, offset, got);
             let was_stale = up.set_lag(Some(lag), max_staleness);
             let stale = lag > max_staleness;
             if stale != was_stale {
@@ -256,6 +278,38 @@ async fn probe_on(
         }
     }
     Ok(())
+}
+
+/// Read-your-writes: while some read waits for a replica to catch up (or
+/// for the primary's offset after a write), poll offsets every
+/// `FAST_POLL`; otherwise sleep, so an idle sidecar sends nothing extra.
+pub async fn offset_poll_loop(shared: Arc<Shared>, up: Arc<Upstream>) {
+    const FAST_POLL: Duration = Duration::from_millis(10);
+    let timeout = Duration::from_millis(shared.config.timeouts.request_timeout_ms);
+    let mut conn: Option<Control> = None;
+    loop {
+        if up.is_retired() {
+            return;
+        }
+        let wake = shared.ryw_wakeup.notified();
+        tokio::pin!(wake);
+        wake.as_mut().enable();
+        if !shared.ryw_demanded() {
+            // Idle: drop the connection and wait for demand.
+            conn = None;
+            wake.await;
+            continue;
+        }
+        if conn.is_none() {
+            conn = Control::open(&up, timeout).await.ok();
+        }
+        if let Some(c) = conn.as_mut()
+            && poll_replication(&shared, &up, c, timeout).await.is_err()
+        {
+            conn = None;
+        }
+        tokio::time::sleep(FAST_POLL).await;
+    }
 }
 
 /// A replica's lag: from the primary's offset history while the primary is

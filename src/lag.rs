@@ -19,6 +19,10 @@ const CAPACITY: usize = 4096;
 #[derive(Debug, Default)]
 pub struct OffsetHistory {
     samples: VecDeque<(Instant, u64)>,
+    /// The latest time the newest offset was confirmed (samples that do not
+    /// advance the offset are not stored, but they still say "as of then,
+    /// the primary was at this offset").
+    confirmed_at: Option<Instant>,
 }
 
 impl OffsetHistory {
@@ -29,7 +33,10 @@ impl OffsetHistory {
     /// Records the primary's offset as seen at `at`. Samples that do not
     /// advance the offset add nothing: only the first time an offset was
     /// reached matters.
+    /// `at` must be when the INFO request was sent: the reply's offset
+    /// then covers every write acknowledged before `at`.
     pub fn record(&mut self, at: Instant, offset: u64) {
+        self.confirmed_at = Some(self.confirmed_at.map_or(at, |c| c.max(at)));
         if let Some(&(_, last)) = self.samples.back()
             && offset <= last
         {
@@ -39,6 +46,18 @@ impl OffsetHistory {
             self.samples.pop_front();
         }
         self.samples.push_back((at, offset));
+    }
+
+    /// The primary's offset as first observed at or after `t`: it covers
+    /// every write acknowledged before `t`. `None` until such a sample.
+    pub fn offset_at_or_after(&self, t: Instant) -> Option<u64> {
+        if let Some(&(_, o)) = self.samples.iter().find(|(at, _)| *at >= t) {
+            return Some(o);
+        }
+        match (self.samples.back(), self.confirmed_at) {
+            (Some(&(_, o)), Some(c)) if c >= t => Some(o),
+            _ => None,
+        }
     }
 
     /// The latest offset the primary reported.
@@ -123,6 +142,25 @@ mod tests {
         assert_eq!(h.lag(0, t0 + 10 * s), Duration::from_secs(10));
         // Samples after the replica's observation do not count.
         assert_eq!(h.lag(250, t0 + 2 * s + s / 2), Duration::ZERO);
+    }
+
+    #[test]
+    fn offset_covering_a_write() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut h = OffsetHistory::new();
+        h.record(t0, 100);
+        // A write acknowledged at t0+5ms: nothing observed since.
+        assert_eq!(h.offset_at_or_after(t0 + ms(5)), None);
+        // A sample at t0+10ms that did not advance still confirms 100.
+        h.record(t0 + ms(10), 100);
+        assert_eq!(h.offset_at_or_after(t0 + ms(5)), Some(100));
+        h.record(t0 + ms(20), 180);
+        h.record(t0 + ms(30), 260);
+        assert_eq!(h.offset_at_or_after(t0 + ms(15)), Some(180));
+        assert_eq!(h.offset_at_or_after(t0 + ms(20)), Some(180));
+        assert_eq!(h.offset_at_or_after(t0 + ms(21)), Some(260));
+        assert_eq!(h.offset_at_or_after(t0 + ms(31)), None);
     }
 
     #[test]

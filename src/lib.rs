@@ -9,6 +9,7 @@ pub mod admin;
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod consistency;
 pub mod dedicated;
 pub mod discovery;
 pub mod framer;

@@ -4,14 +4,15 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::command::CommandTable;
 use crate::config::Config;
+use crate::consistency::Tracker;
 use crate::framer::reply::decode_resp2;
 use crate::health::{self, Control};
 use crate::lag::OffsetHistory;
@@ -21,6 +22,9 @@ use crate::resp::Proto;
 use crate::topology::{Role, Topology, Upstream};
 use crate::upstream::Handshake;
 use crate::url::{Host, RedisUrl};
+
+/// How long fast offset polling continues after the last read that waited.
+const RYW_DEMAND_HOLD_MS: u64 = 1000;
 
 /// State every session reads. The topology and command table are swapped
 /// whole, so readers never lock.
@@ -40,6 +44,13 @@ pub struct Shared {
     pub next_upstream_id: AtomicUsize,
     pub clients: AtomicUsize,
     pub metrics: metrics::Global,
+    /// Read-your-writes: when reads last waited for offsets (ms since
+    /// `epoch`), and the wake-up for the fast offset pollers.
+    epoch: Instant,
+    ryw_demand_ms: AtomicU64,
+    pub ryw_wakeup: Notify,
+    /// The sidecar-wide read-your-writes bookkeeping (scope = sidecar).
+    pub ryw: Mutex<Tracker>,
 }
 
 impl Shared {
@@ -86,9 +97,30 @@ impl Shared {
             next_client_id: AtomicU64::new(1),
             next_upstream_id: AtomicUsize::new(ids.into_inner()),
             clients: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            ryw_demand_ms: AtomicU64::new(0),
+            ryw_wakeup: Notify::new(),
+            ryw: Mutex::new(Tracker::new()),
             metrics: metrics::Global::new(config.region.as_deref().unwrap_or(""), 10_000),
             config,
         }
+    }
+
+    /// A read is waiting for fresher offsets: poll fast for a while.
+    pub fn demand_offsets(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        let before = self.ryw_demand_ms.swap(now, Ordering::Relaxed);
+        if now.saturating_sub(before) > RYW_DEMAND_HOLD_MS / 2 {
+            self.ryw_wakeup.notify_waiters();
+        }
+    }
+
+    /// True while reads waited for offsets recently.
+    pub fn ryw_demanded(&self) -> bool {
+        let last = self.ryw_demand_ms.load(Ordering::Relaxed);
+        last != 0
+            && (self.epoch.elapsed().as_millis() as u64 + 1).saturating_sub(last)
+                <= RYW_DEMAND_HOLD_MS
     }
 
     pub fn next_client_id(&self) -> u64 {
@@ -173,7 +205,7 @@ pub async fn run_until(
         tracing::error!(error = %e, "cannot configure the DNS resolver; using the system defaults");
     }
     for up in shared.topology.load().all() {
-        tokio::spawn(health::probe_loop(shared.clone(), up.clone()));
+        health::spawn_watchers(&shared, up);
     }
     tokio::spawn(crate::discovery::run(shared.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);

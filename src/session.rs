@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,7 +20,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::command::{self, Kind, Local, Pin, Route};
-use crate::config::ReadFrom;
+use crate::config::{Consistency, ConsistencyScope, ReadFrom};
+use crate::consistency::{Need, Tracker, fresh_enough};
 use crate::dedicated::{DRequest, Dedicated, Expect};
 use crate::framer::{Command, RequestFramer, RequestLimits};
 use crate::metrics::ErrorKind;
@@ -87,6 +88,19 @@ struct Slot {
     /// For reads: the command and the upstreams tried, so a read that got
     /// no reply (or a replica's refusal) can go elsewhere.
     retry: Option<Retry>,
+    /// Read-your-writes bookkeeping when this slot completes.
+    track: Track,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Track {
+    None,
+    /// A command that may write: acknowledged when its reply arrives.
+    Write,
+    /// A read served by the primary: later replica reads must be as fresh.
+    PrimaryRead,
+    /// A read served by a replica at this offset.
+    ReplicaRead(u64),
 }
 
 struct Retry {
@@ -122,6 +136,11 @@ struct Session {
     out: BytesMut,
     /// The kind of the command being dispatched (metrics label).
     cur_kind: Kind,
+    /// Read-your-writes is on, and the command being dispatched may write.
+    ryw: bool,
+    cur_marks_write: bool,
+    writes_in_flight: usize,
+    tracker: Tracker,
 }
 
 impl Session {
@@ -130,6 +149,7 @@ impl Session {
         let id = shared.next_client_id();
         let db = shared.config.primary.url.db;
         let authed = shared.config.security.requirepass.is_none();
+        let ryw = shared.config.routing.consistency == Consistency::ReadYourWrites;
         Session {
             shared,
             id,
@@ -155,6 +175,10 @@ impl Session {
             closing: false,
             out: BytesMut::with_capacity(16 * 1024),
             cur_kind: Kind::Other,
+            ryw,
+            cur_marks_write: false,
+            writes_in_flight: 0,
+            tracker: Tracker::new(),
         }
     }
 
@@ -268,6 +292,12 @@ impl Session {
             on_dedicated,
             hook,
             retry: None,
+            track: if self.cur_marks_write {
+                self.writes_in_flight += 1;
+                Track::Write
+            } else {
+                Track::None
+            },
         });
         seq
     }
@@ -295,9 +325,21 @@ impl Session {
         let ok = !reply.starts_with(b"-");
         let hook = std::mem::replace(&mut slot.hook, Hook::None);
         let on_ded = slot.on_dedicated;
+        let track = std::mem::replace(&mut slot.track, Track::None);
         slot.state = SlotState::Done(reply);
         if on_ded {
             self.ded_outstanding -= 1;
+        }
+        // Even a failed write may have written (a script, a MULTI): every
+        // completion counts.
+        match track {
+            Track::None => {}
+            Track::Write => {
+                self.writes_in_flight -= 1;
+                self.with_tracker(|t| t.acknowledged(Instant::now()));
+            }
+            Track::PrimaryRead => self.with_tracker(|t| t.acknowledged(Instant::now())),
+            Track::ReplicaRead(o) => self.with_tracker(|t| t.served_by_replica(o)),
         }
         if ok {
             self.apply_hook(hook, seq);
@@ -475,23 +517,74 @@ impl Session {
 
     /// Where this session's next read goes. `tried` lists upstreams that
     /// already failed the request.
-    fn pick_read(&self, tried: &[usize]) -> Arc<Upstream> {
+    fn pick_read(&mut self, tried: &[usize]) -> Arc<Upstream> {
         let topo = self.shared.topology.load();
         if self.shared.config.routing.read_from == ReadFrom::Primary {
             self.shared.metrics.fallback(Fallback::ReadFromPrimary);
             return topo.primary.clone();
         }
+        let need = self.read_need();
+        if need != Need::Any
+            && (need == Need::Primary
+                || topo
+                    .replicas
+                    .iter()
+                    .any(|r| r.unusable().is_none() && !fresh_enough(need, r.repl_offset())))
+        {
+            self.shared.demand_offsets();
+        }
         let window = Duration::from_millis(self.shared.config.routing.latency_window_ms);
-        let (up, _fallback) =
-            topo.pick_read(window, self.next_seq as usize, |u| tried.contains(&u.id));
+        let (up, fallback) = topo.pick_read(window, self.next_seq as usize, |u| {
+            tried.contains(&u.id) || !fresh_enough(need, u.repl_offset())
+        });
+        if let Some(f) = fallback {
+            self.shared.metrics.fallback(f);
+        }
         up.clone()
+    }
+
+    /// How fresh a replica must be for this session's next read.
+    fn read_need(&mut self) -> Need {
+        if !self.ryw {
+            return Need::Any;
+        }
+        if self.writes_in_flight > 0 {
+            // A pipelined write not yet acknowledged: only the primary,
+            // which runs it first, is sure to show it.
+            return Need::Primary;
+        }
+        let shared = self.shared.clone();
+        let offsets = shared.offsets.lock().unwrap_or_else(|p| p.into_inner());
+        self.with_tracker(|t| t.need(&offsets))
+    }
+
+    fn with_tracker<R>(&mut self, f: impl FnOnce(&mut Tracker) -> R) -> R {
+        match self.shared.config.routing.consistency_scope {
+            ConsistencyScope::Connection => f(&mut self.tracker),
+            ConsistencyScope::Sidecar => {
+                f(&mut self.shared.ryw.lock().unwrap_or_else(|p| p.into_inner()))
+            }
+        }
+    }
+
+    /// The bookkeeping a read served by `up` leaves behind.
+    fn read_track(&self, up: &Upstream) -> Track {
+        if !self.ryw {
+            Track::None
+        } else if up.role == Role::Primary {
+            Track::PrimaryRead
+        } else {
+            Track::ReplicaRead(up.repl_offset())
+        }
     }
 
     fn resend(&mut self, seq: u64, cmd: Command, up: Arc<Upstream>, mut tried: Vec<usize>) {
         tried.push(up.id);
         let pipe = self.pipe_for(&up);
         let data = cmd.raw().clone();
+        let track = self.read_track(&up);
         if let Some(slot) = self.slot_mut(seq) {
+            slot.track = track;
             slot.retry = Some(Retry {
                 cmd,
                 tried,
@@ -522,6 +615,7 @@ impl Session {
         let table = self.shared.commands.load();
         let route = command::classify(&table, &cmd);
         self.cur_kind = command::kind(&table, &cmd, route);
+        self.cur_marks_write = self.ryw && command::may_write(&table, &cmd, route, self.cur_kind);
         drop(table);
         if !self.authed && !self.allowed_unauthenticated(&cmd) {
             self.push_done(resp::error("NOAUTH Authentication required."));
@@ -537,7 +631,9 @@ impl Session {
                 let pipe = self.pipe_for(&up);
                 let seq = self.new_slot(false, Hook::None);
                 let data = cmd.raw().clone();
+                let track = self.read_track(&up);
                 if let Some(slot) = self.slot_mut(seq) {
+                    slot.track = track;
                     slot.retry = Some(Retry {
                         cmd,
                         tried: vec![up.id],

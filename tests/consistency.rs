@@ -1,0 +1,192 @@
+//! Read-your-writes against a replica that really lags: its replication
+//! link runs through a relay that delays it by ~300 ms.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Nearby, RawConn, RedisServer, wait_until};
+use nearby::relay::Relay;
+
+struct World {
+    primary: RedisServer,
+    replica: RedisServer,
+    _link: Relay,
+    front: Relay,
+    _rt: tokio::runtime::Runtime,
+}
+
+/// A primary 5 ms away from the sidecar, and a replica on this host whose
+/// replication link is 300 ms each way.
+fn world() -> World {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let primary = RedisServer::start();
+    let any = "127.0.0.1:0".parse().unwrap();
+    let link = rt
+        .block_on(Relay::start(
+            any,
+            primary.addr(),
+            Duration::from_millis(600),
+        ))
+        .unwrap();
+    let replica = RedisServer::start_with(&[
+        "--replicaof",
+        "127.0.0.1",
+        &link.local_addr().port().to_string(),
+    ]);
+    let front = rt
+        .block_on(Relay::start(any, primary.addr(), Duration::from_millis(5)))
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            replica
+                .info("replication")
+                .get("master_link_status")
+                .map(String::as_str)
+                == Some("up")
+        }),
+        "replica did not sync through the slow link"
+    );
+    World {
+        primary,
+        replica,
+        _link: link,
+        front,
+        _rt: rt,
+    }
+}
+
+fn sidecar(w: &World, extra: &[&str]) -> Nearby {
+    let mut args = vec![
+        "--primary".to_string(),
+        format!("redis://{}", w.front.local_addr()),
+        "--primary-region".to_string(),
+        "iad".to_string(),
+        "--replica".to_string(),
+        format!("local={}", w.replica.url()),
+        "--latency-window-ms".to_string(),
+        "1".to_string(),
+        "--probe-interval-ms".to_string(),
+        "200".to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let n = Nearby::start(&argv);
+    assert!(n.wait_ready(Duration::from_secs(5)));
+    // Let probes find the replica nearer than the primary.
+    std::thread::sleep(Duration::from_millis(800));
+    n
+}
+
+/// `pairs` write-then-read pairs on each of `threads` connections; the
+/// read goes through `read_port` on a second connection when `split`.
+/// Returns the number of stale reads.
+fn pairs(port: u16, threads: usize, pairs: usize, split: bool, tag: &str) -> usize {
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let tag = tag.to_string();
+            std::thread::spawn(move || {
+                let mut w = RawConn::connect(port);
+                let mut r = if split {
+                    Some(RawConn::connect(port))
+                } else {
+                    None
+                };
+                let key = format!("{tag}-{t}");
+                let mut stale = 0;
+                for i in 0..pairs {
+                    let v = i.to_string();
+                    assert_eq!(w.cmd(&["SET", &key, &v]), b"+OK\r\n");
+                    let reader = r.as_mut().unwrap_or(&mut w);
+                    let got = reader.cmd(&["GET", &key]);
+                    if got != format!("${}\r\n{v}\r\n", v.len()).into_bytes() {
+                        stale += 1;
+                    }
+                }
+                stale
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).sum()
+}
+
+#[test]
+fn eventual_reads_are_stale_and_read_your_writes_are_not() {
+    let w = world();
+    // Eventual: the setup can fail (most reads right after a write are stale).
+    let eventual = sidecar(&w, &[]);
+    let stale = pairs(eventual.port, 2, 100, false, "ev");
+    assert!(
+        stale >= 150,
+        "only {stale} of 200 reads were stale: the replica does not lag"
+    );
+    drop(eventual);
+
+    // Read-your-writes, per connection.
+    let ryw = sidecar(&w, &["--consistency", "read-your-writes"]);
+    let stale = pairs(ryw.port, 4, 500, false, "conn");
+    assert_eq!(stale, 0, "stale reads with read-your-writes");
+    let m = ryw.metrics();
+    assert!(m.contains("nearby_read_fallbacks_total{reason=\"pinned_after_write\"}"));
+
+    // Once writes stop, reads return to the replica within a second.
+    std::thread::sleep(Duration::from_millis(1000));
+    w.replica.reset_stats();
+    w.primary.reset_stats();
+    let mut c = RawConn::connect(ryw.port);
+    for _ in 0..50 {
+        c.cmd(&["GET", "conn-0"]);
+    }
+    assert_eq!(
+        w.replica.calls("get"),
+        50,
+        "reads did not return to the replica"
+    );
+    assert_eq!(w.primary.calls("get"), 0);
+}
+
+#[test]
+fn sidecar_scope_covers_writes_on_other_connections_and_reads_stay_monotonic() {
+    let w = world();
+    let ryw = sidecar(
+        &w,
+        &[
+            "--consistency",
+            "read-your-writes",
+            "--consistency-scope",
+            "sidecar",
+        ],
+    );
+    // Write on one pooled connection, read on another.
+    let stale = pairs(ryw.port, 4, 300, true, "pool");
+    assert_eq!(stale, 0, "stale reads across connections in sidecar scope");
+
+    // Monotonic reads: a reader never sees the counter go back while a
+    // writer increments it.
+    let port = ryw.port;
+    let writer = std::thread::spawn(move || {
+        let mut c = RawConn::connect(port);
+        for _ in 0..300 {
+            c.cmd(&["INCR", "counter"]);
+        }
+    });
+    let mut r = RawConn::connect(ryw.port);
+    let mut last = 0i64;
+    let end = Instant::now() + Duration::from_secs(30);
+    while !writer.is_finished() && Instant::now() < end {
+        let reply = r.cmd(&["GET", "counter"]);
+        let text = String::from_utf8_lossy(&reply).to_string();
+        let v = text
+            .lines()
+            .nth(1)
+            .and_then(|l| l.parse::<i64>().ok())
+            .unwrap_or(0);
+        assert!(v >= last, "counter went back from {last} to {v}");
+        last = v;
+    }
+    writer.join().unwrap();
+}
