@@ -210,7 +210,7 @@ fn apply(shared: &Arc<Shared>, resolved: &[(usize, Vec<SocketAddr>)]) {
     for up in &next.replicas {
         if !prev.replicas.iter().any(|p| Arc::ptr_eq(p, up)) {
             tracing::debug!(upstream = %up, "upstream added by discovery");
-            crate::health::spawn_watchers(&shared, &up);
+            crate::health::spawn_watchers(shared, up);
         }
     }
     for up in &prev.replicas {
