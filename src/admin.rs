@@ -132,20 +132,20 @@ pub fn ready(shared: &Shared) -> bool {
 pub fn status(shared: &Shared, history: &ReadHistory) -> Status {
     let topo = shared.topology.load();
     let shares = history.shares(&read_counts(shared));
-    let window = Duration::from_millis(shared.config.routing.latency_window_ms);
-    let (target, fallback) = if shared.config.routing.read_from == crate::config::ReadFrom::Primary
-    {
-        (
-            &topo.primary,
-            Some(crate::select::Fallback::ReadFromPrimary),
-        )
-    } else {
-        topo.pick_read(window, 0, |_| false)
-    };
+    let window = Duration::from_millis(shared.config().routing.latency_window_ms);
+    let (target, fallback) =
+        if shared.config().routing.read_from == crate::config::ReadFrom::Primary {
+            (
+                &topo.primary,
+                Some(crate::select::Fallback::ReadFromPrimary),
+            )
+        } else {
+            topo.pick_read(window, 0, |_| false)
+        };
     let mut read_regions: Vec<String> = topo.replicas.iter().map(|r| r.region.clone()).collect();
     read_regions.dedup();
     Status {
-        region: shared.config.region.clone(),
+        region: shared.config().region.clone(),
         primary_region: topo.primary.region.clone(),
         read_regions,
         ready: ready(shared),

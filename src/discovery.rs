@@ -87,7 +87,7 @@ pub fn plan(
 /// there is one. Installs the configured resolver first.
 pub async fn run(shared: Arc<Shared>) {
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, r) in shared.config.replicas.iter().enumerate() {
+    for (i, r) in shared.config().replicas.iter().enumerate() {
         if let Host::Name(name) = &r.url.host {
             tasks.spawn(follow(shared.clone(), i + 1, name.clone(), r.url.port));
         }
@@ -105,7 +105,7 @@ fn show(addrs: &[SocketAddr]) -> String {
 
 /// Resolves one replica entry's name for ever.
 async fn follow(shared: Arc<Shared>, entry: usize, name: String, port: u16) {
-    let dns = &shared.config.dns;
+    let dns = &shared.config().dns;
     let floor = Duration::from_secs(dns.min_ttl_s);
     let ceiling = Duration::from_secs(dns.max_ttl_s);
     let mut last_good: Vec<SocketAddr> = Vec::new();
@@ -180,11 +180,9 @@ fn apply(shared: &Arc<Shared>, resolved: &[(usize, Vec<SocketAddr>)]) {
             .filter(|(i, _)| !diff.remove.contains(i))
             .map(|(_, u)| u.clone())
             .collect();
+        let config = shared.config();
         for (entry, addr) in &diff.add {
-            let Some(cfg) = entry
-                .checked_sub(1)
-                .and_then(|i| shared.config.replicas.get(i))
-            else {
+            let Some(cfg) = entry.checked_sub(1).and_then(|i| config.replicas.get(i)) else {
                 continue;
             };
             let id = shared.next_upstream_id.fetch_add(1, Ordering::Relaxed);

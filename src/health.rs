@@ -119,7 +119,7 @@ impl Control {
 /// with read-your-writes its fast offset poller.
 pub fn spawn_watchers(shared: &Arc<Shared>, up: &Arc<Upstream>) {
     tokio::spawn(probe_loop(shared.clone(), up.clone()));
-    if shared.config.routing.consistency == crate::config::Consistency::ReadYourWrites {
+    if shared.config().routing.consistency == crate::config::Consistency::ReadYourWrites {
         tokio::spawn(offset_poll_loop(shared.clone(), up.clone()));
     }
 }
@@ -129,19 +129,27 @@ pub fn spawn_watchers(shared: &Arc<Shared>, up: &Arc<Upstream>) {
 /// estimate). On the primary, every new connection also refreshes the
 /// command table and server facts.
 pub async fn probe_loop(shared: Arc<Shared>, up: Arc<Upstream>) {
-    let cfg = &shared.config;
-    let interval = Duration::from_millis(cfg.health.probe_interval_ms);
-    let timeout = Duration::from_millis(
-        cfg.timeouts
-            .connect_timeout_ms
-            .max(cfg.timeouts.request_timeout_ms),
-    );
-    let mut state = HealthState::new(cfg.health.rise, cfg.health.fall);
+    let mut state = {
+        let cfg = shared.config();
+        HealthState::new(cfg.health.rise, cfg.health.fall)
+    };
     let mut conn: Option<Control> = None;
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next = tokio::time::Instant::now();
     loop {
-        ticker.tick().await;
+        // Read each round: a reload may change the interval and timeouts.
+        let (interval, timeout) = {
+            let cfg = shared.config();
+            (
+                Duration::from_millis(cfg.health.probe_interval_ms),
+                Duration::from_millis(
+                    cfg.timeouts
+                        .connect_timeout_ms
+                        .max(cfg.timeouts.request_timeout_ms),
+                ),
+            )
+        };
+        tokio::time::sleep_until(next).await;
+        next = tokio::time::Instant::now() + interval;
         if up.is_retired() {
             return;
         }
@@ -234,7 +242,7 @@ async fn poll_replication(
     }
     let got = Instant::now();
     let info = ReplicationInfo::parse(&String::from_utf8_lossy(&reply.raw));
-    let max_staleness = Duration::from_millis(shared.config.routing.max_staleness_ms);
+    let max_staleness = Duration::from_millis(shared.config().routing.max_staleness_ms);
     match up.role {
         Role::Primary => {
             if let Some(o) = info.master_repl_offset {
@@ -285,7 +293,7 @@ async fn poll_replication(
 /// `FAST_POLL`; otherwise sleep, so an idle sidecar sends nothing extra.
 pub async fn offset_poll_loop(shared: Arc<Shared>, up: Arc<Upstream>) {
     const FAST_POLL: Duration = Duration::from_millis(10);
-    let timeout = Duration::from_millis(shared.config.timeouts.request_timeout_ms);
+    let timeout = Duration::from_millis(shared.config().timeouts.request_timeout_ms);
     let mut conn: Option<Control> = None;
     loop {
         if up.is_retired() {

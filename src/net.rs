@@ -4,7 +4,9 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hickory_resolver::config::{
@@ -13,7 +15,10 @@ use hickory_resolver::config::{
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::{Resolver, TokioResolver};
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio_rustls::client::TlsStream;
 
 use crate::config::DnsConfig;
 use crate::url::Host;
@@ -207,3 +212,123 @@ pub async fn connect(host: &Host, port: u16, limit: Duration) -> io::Result<TcpS
     }
     Err(last.unwrap_or_else(|| io::Error::other("no address to connect to")))
 }
+
+// ---------------------------------------------------------------------------
+// Upstream streams: plain TCP or TLS
+
+/// A connection to an upstream: plain TCP (`redis://`) or TLS over TCP
+/// (`rediss://`).
+pub enum UpstreamStream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// The read half of an [`UpstreamStream`] (see [`UpstreamStream::into_split`]).
+pub enum UpstreamReadHalf {
+    Tcp(OwnedReadHalf),
+    Tls(tokio::io::ReadHalf<TlsStream<TcpStream>>),
+}
+
+/// The write half of an [`UpstreamStream`].
+pub enum UpstreamWriteHalf {
+    Tcp(OwnedWriteHalf),
+    Tls(tokio::io::WriteHalf<TlsStream<TcpStream>>),
+}
+
+impl UpstreamStream {
+    /// Splits into halves a reader and a writer task can own. Plain TCP
+    /// splits without a lock; TLS shares one session between the halves.
+    pub fn into_split(self) -> (UpstreamReadHalf, UpstreamWriteHalf) {
+        match self {
+            UpstreamStream::Tcp(s) => {
+                let (r, w) = s.into_split();
+                (UpstreamReadHalf::Tcp(r), UpstreamWriteHalf::Tcp(w))
+            }
+            UpstreamStream::Tls(s) => {
+                let (r, w) = tokio::io::split(*s);
+                (UpstreamReadHalf::Tls(r), UpstreamWriteHalf::Tls(w))
+            }
+        }
+    }
+
+    /// Whether the connection is TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, UpstreamStream::Tls(_))
+    }
+}
+
+/// Forwards `AsyncRead` to whichever variant is present.
+macro_rules! forward_read {
+    ($ty:ident) => {
+        impl AsyncRead for $ty {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $ty::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+                    $ty::Tls(s) => Pin::new(s).poll_read(cx, buf),
+                }
+            }
+        }
+    };
+}
+
+/// Forwards `AsyncWrite` (vectored writes included) likewise.
+macro_rules! forward_write {
+    ($ty:ident) => {
+        impl AsyncWrite for $ty {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                match self.get_mut() {
+                    $ty::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+                    $ty::Tls(s) => Pin::new(s).poll_write(cx, buf),
+                }
+            }
+
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[io::IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                match self.get_mut() {
+                    $ty::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+                    $ty::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+                }
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                match self {
+                    $ty::Tcp(s) => s.is_write_vectored(),
+                    $ty::Tls(s) => s.is_write_vectored(),
+                }
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $ty::Tcp(s) => Pin::new(s).poll_flush(cx),
+                    $ty::Tls(s) => Pin::new(s).poll_flush(cx),
+                }
+            }
+
+            fn poll_shutdown(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $ty::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+                    $ty::Tls(s) => Pin::new(s).poll_shutdown(cx),
+                }
+            }
+        }
+    };
+}
+
+forward_read!(UpstreamStream);
+forward_write!(UpstreamStream);
+forward_read!(UpstreamReadHalf);
+forward_write!(UpstreamWriteHalf);

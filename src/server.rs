@@ -29,7 +29,8 @@ const RYW_DEMAND_HOLD_MS: u64 = 1000;
 /// State every session reads. The topology and command table are swapped
 /// whole, so readers never lock.
 pub struct Shared {
-    pub config: Config,
+    /// Swapped whole on SIGHUP.
+    config: ArcSwap<Config>,
     pub topology: ArcSwap<Topology>,
     pub commands: ArcSwap<CommandTable>,
     /// `redis_version` of the primary, for HELLO.
@@ -102,7 +103,7 @@ impl Shared {
             ryw_wakeup: Notify::new(),
             ryw: Mutex::new(Tracker::new()),
             metrics: metrics::Global::new(config.region.as_deref().unwrap_or(""), 10_000),
-            config,
+            config: ArcSwap::from_pointee(config),
         }
     }
 
@@ -121,6 +122,11 @@ impl Shared {
         last != 0
             && (self.epoch.elapsed().as_millis() as u64 + 1).saturating_sub(last)
                 <= RYW_DEMAND_HOLD_MS
+    }
+
+    /// The current config (read without locking; replaced on reload).
+    pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
     }
 
     pub fn next_client_id(&self) -> u64 {
@@ -194,14 +200,14 @@ pub async fn run_until(
     let listener = crate::net::listen(config.listen)?;
     let shared = Arc::new(Shared::new(config));
     tracing::info!(
-        listen = %shared.config.listen,
+        listen = %shared.config().listen,
         primary = %shared.topology.load().primary,
         replicas = shared.topology.load().replicas.len(),
         "nearby is serving"
     );
-    crate::admin::serve(shared.clone(), shared.config.admin).await?;
+    crate::admin::serve(shared.clone(), shared.config().admin).await?;
     // The resolver is configured before any prober resolves a name.
-    if let Err(e) = crate::net::init_resolver(&shared.config.dns) {
+    if let Err(e) = crate::net::init_resolver(&shared.config().dns) {
         tracing::error!(error = %e, "cannot configure the DNS resolver; using the system defaults");
     }
     for up in shared.topology.load().all() {

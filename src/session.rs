@@ -34,7 +34,7 @@ use crate::upstream::Handshake;
 
 /// Serves one client until it disconnects, QUITs, or breaks the protocol.
 pub async fn serve(shared: Arc<Shared>, stream: TcpStream) {
-    let max = shared.config.limits.max_clients;
+    let max = shared.config().limits.max_clients;
     if shared.clients.fetch_add(1, Ordering::Relaxed) >= max {
         shared.clients.fetch_sub(1, Ordering::Relaxed);
         shared.metrics.error(ErrorKind::MaxClients);
@@ -147,9 +147,9 @@ impl Session {
     fn new(shared: Arc<Shared>) -> Session {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let id = shared.next_client_id();
-        let db = shared.config.primary.url.db;
-        let authed = shared.config.security.requirepass.is_none();
-        let ryw = shared.config.routing.consistency == Consistency::ReadYourWrites;
+        let db = shared.config().primary.url.db;
+        let authed = shared.config().security.requirepass.is_none();
+        let ryw = shared.config().routing.consistency == Consistency::ReadYourWrites;
         Session {
             shared,
             id,
@@ -184,7 +184,7 @@ impl Session {
 
     async fn run(&mut self, stream: TcpStream) {
         let (mut rd, mut wr) = stream.into_split();
-        let limits = &self.shared.config.limits;
+        let limits = &self.shared.config().limits;
         let mut framer = RequestFramer::new(RequestLimits {
             max_bulk_len: limits.proto_max_bulk_len,
             ..RequestLimits::default()
@@ -519,7 +519,7 @@ impl Session {
     /// already failed the request.
     fn pick_read(&mut self, tried: &[usize]) -> Arc<Upstream> {
         let topo = self.shared.topology.load();
-        if self.shared.config.routing.read_from == ReadFrom::Primary {
+        if self.shared.config().routing.read_from == ReadFrom::Primary {
             self.shared.metrics.fallback(Fallback::ReadFromPrimary);
             return topo.primary.clone();
         }
@@ -533,7 +533,7 @@ impl Session {
         {
             self.shared.demand_offsets();
         }
-        let window = Duration::from_millis(self.shared.config.routing.latency_window_ms);
+        let window = Duration::from_millis(self.shared.config().routing.latency_window_ms);
         let (up, fallback) = topo.pick_read(window, self.next_seq as usize, |u| {
             tried.contains(&u.id) || !fresh_enough(need, u.repl_offset())
         });
@@ -559,7 +559,7 @@ impl Session {
     }
 
     fn with_tracker<R>(&mut self, f: impl FnOnce(&mut Tracker) -> R) -> R {
-        match self.shared.config.routing.consistency_scope {
+        match self.shared.config().routing.consistency_scope {
             ConsistencyScope::Connection => f(&mut self.tracker),
             ConsistencyScope::Sidecar => {
                 f(&mut self.shared.ryw.lock().unwrap_or_else(|p| p.into_inner()))
@@ -774,7 +774,7 @@ impl Session {
                 self.send_dedicated(cmd, Expect::One { blocking: false }, hook);
             }
             Route::Local(Local::Auth) => {
-                if self.shared.config.security.requirepass.is_some() {
+                if self.shared.config().security.requirepass.is_some() {
                     self.local(Local::Auth, cmd);
                 } else {
                     let hook = auth_hook(&cmd, None);
@@ -969,11 +969,11 @@ impl Session {
                 self.client_state = false;
                 self.multi_db = None;
                 self.identity = None;
-                self.db = self.shared.config.primary.url.db;
+                self.db = self.shared.config().primary.url.db;
                 self.proto = Proto::Resp2;
                 self.name = None;
                 self.reply_mode = ReplyMode::On;
-                self.authed = self.shared.config.security.requirepass.is_none();
+                self.authed = self.shared.config().security.requirepass.is_none();
                 // Slots still waiting on the dropped dedicated connection
                 // would never complete.
                 let waiting: Vec<u64> = self
@@ -1025,7 +1025,7 @@ impl Session {
         }
         match hook {
             Hook::Identity(user, pass, proto) => {
-                if self.shared.config.security.requirepass.is_some() {
+                if self.shared.config().security.requirepass.is_some() {
                     if let Err(e) = self.check_requirepass(user.as_deref(), &pass) {
                         self.push_done(e);
                         return;
@@ -1074,7 +1074,7 @@ impl Session {
         let wrong = || resp::error("WRONGPASS invalid username-password pair or user is disabled.");
         let expected = self
             .shared
-            .config
+            .config()
             .security
             .requirepass
             .as_ref()
@@ -1094,7 +1094,7 @@ impl Session {
     /// The client presents the credentials the sidecar already uses for the
     /// primary: its identity does not change, so shared pipes stay fine.
     fn same_as_upstream(&self, user: Option<&str>, pass: &str) -> bool {
-        let url = &self.shared.config.primary.url;
+        let url = &self.shared.config().primary.url;
         let Some(p) = &url.password else { return false };
         let user_ok = match (user, url.username.as_deref()) {
             (None | Some("default"), None | Some("default")) => true,
@@ -1119,7 +1119,7 @@ impl Session {
             }
         };
         let pass = String::from_utf8_lossy(pass).into_owned();
-        if self.shared.config.security.requirepass.is_some() {
+        if self.shared.config().security.requirepass.is_some() {
             match self.check_requirepass(user.as_deref(), &pass) {
                 Ok(()) => {
                     self.authed = true;

@@ -936,6 +936,31 @@ fn every_metric_in_alerts_and_dashboard_exists_in_a_running_sidecar() {
     );
 }
 
+/// Where `promtool` is installed (Debian's `prometheus` package), the rules
+/// must pass it too. (Debian's build lacks Kubernetes discovery, so
+/// `promtool check config` would reject the `kubernetes_sd_configs` job.)
+#[test]
+fn alert_rules_pass_promtool_when_installed() {
+    let out = match Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(deploy("prometheus/alerts.yml"))
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(out) => out,
+        Err(_) => {
+            eprintln!("promtool not installed: rule syntax not checked by promtool");
+            return;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "promtool check rules:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn tokenizer_finds_metrics_and_matchers_outside_strings() {
     let refs = metric_refs(
