@@ -152,6 +152,10 @@ pub struct ConfigArgs {
     #[arg(long, env = "NEARBY_REQUEST_TIMEOUT_MS", value_name = "MS")]
     pub request_timeout_ms: Option<u64>,
 
+    /// On SIGTERM, how long in-flight requests may take to finish [default: 5000]
+    #[arg(long, env = "NEARBY_DRAIN_TIMEOUT_MS", value_name = "MS")]
+    pub drain_timeout_ms: Option<u64>,
+
     /// Maximum concurrent client connections [default: 10000]
     #[arg(long, env = "NEARBY_MAX_CLIENTS", value_name = "N")]
     pub max_clients: Option<usize>,
@@ -160,9 +164,17 @@ pub struct ConfigArgs {
     #[arg(long, env = "NEARBY_PROTO_MAX_BULK_LEN", value_name = "BYTES")]
     pub proto_max_bulk_len: Option<usize>,
 
-    /// Maximum pipelined requests in flight per client [default: 100000]
+    /// Maximum pipelined requests in flight per client [default: 1024]
     #[arg(long, env = "NEARBY_MAX_INFLIGHT", value_name = "N")]
     pub max_inflight: Option<usize>,
+
+    /// Reply bytes buffered per client before its requests stop being read [default: 67108864]
+    #[arg(long, env = "NEARBY_MAX_OUTPUT_BUFFER", value_name = "BYTES")]
+    pub max_output_buffer: Option<usize>,
+
+    /// Free commands per day before usage counts as billable [default: 10000]
+    #[arg(long, env = "NEARBY_FREE_COMMANDS_PER_DAY", value_name = "N")]
+    pub free_commands_per_day: Option<u64>,
 
     /// Close clients idle this long, 0 = never [default: 0]
     #[arg(long, env = "NEARBY_CLIENT_IDLE_TIMEOUT_S", value_name = "SECONDS")]
@@ -257,9 +269,12 @@ impl fmt::Debug for ConfigArgs {
             .field("fall", &self.fall)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("drain_timeout_ms", &self.drain_timeout_ms)
             .field("max_clients", &self.max_clients)
             .field("proto_max_bulk_len", &self.proto_max_bulk_len)
             .field("max_inflight", &self.max_inflight)
+            .field("max_output_buffer", &self.max_output_buffer)
+            .field("free_commands_per_day", &self.free_commands_per_day)
             .field("client_idle_timeout_s", &self.client_idle_timeout_s)
             .field("requirepass", &self.requirepass)
             .field("requirepass_file", &self.requirepass_file)
@@ -328,7 +343,7 @@ mod tests {
                 "--{long} help: {help:?}"
             );
         }
-        assert_eq!(seen, 35);
+        assert_eq!(seen, 38);
     }
 
     #[test]

@@ -211,6 +211,8 @@ impl Default for HealthConfig {
 pub struct TimeoutConfig {
     pub connect_timeout_ms: u64,
     pub request_timeout_ms: u64,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    pub drain_timeout_ms: u64,
 }
 
 impl Default for TimeoutConfig {
@@ -218,6 +220,7 @@ impl Default for TimeoutConfig {
         TimeoutConfig {
             connect_timeout_ms: 1000,
             request_timeout_ms: 3000,
+            drain_timeout_ms: 5000,
         }
     }
 }
@@ -228,6 +231,12 @@ pub struct LimitsConfig {
     pub proto_max_bulk_len: usize,
     /// Maximum pipelined requests in flight per client.
     pub max_inflight: usize,
+    /// Reply bytes buffered for one client before the sidecar stops reading
+    /// its requests (like Redis's client-output-buffer-limit, but pausing
+    /// instead of disconnecting).
+    pub max_output_buffer: usize,
+    /// Commands a day before usage is billable (metering only).
+    pub free_commands_per_day: u64,
     /// 0 = never close idle clients.
     pub client_idle_timeout_s: u64,
 }
@@ -237,7 +246,9 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_clients: 10_000,
             proto_max_bulk_len: 512 * 1024 * 1024,
-            max_inflight: 100_000,
+            max_inflight: 1024,
+            max_output_buffer: 64 * 1024 * 1024,
+            free_commands_per_day: 10_000,
             client_idle_timeout_s: 0,
         }
     }
@@ -378,6 +389,7 @@ struct FileTimeouts {
     connect_timeout_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     request_timeout_ms: Option<u64>,
+    drain_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Serialize, Default, Debug)]
@@ -389,6 +401,8 @@ struct FileLimits {
     proto_max_bulk_len: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_inflight: Option<usize>,
+    max_output_buffer: Option<usize>,
+    free_commands_per_day: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_idle_timeout_s: Option<u64>,
 }
@@ -820,6 +834,14 @@ impl Config {
                 d.request_timeout_ms,
                 1,
             )?,
+            drain_timeout_ms: m.number(
+                a.drain_timeout_ms,
+                "--drain-timeout-ms",
+                ft.drain_timeout_ms,
+                "timeouts.drain_timeout_ms",
+                d.drain_timeout_ms,
+                0,
+            )?,
         };
 
         let d = LimitsConfig::default();
@@ -848,6 +870,22 @@ impl Config {
                 "limits.max_inflight",
                 d.max_inflight,
                 1,
+            )?,
+            max_output_buffer: m.number(
+                a.max_output_buffer,
+                "--max-output-buffer",
+                fl.max_output_buffer,
+                "limits.max_output_buffer",
+                d.max_output_buffer,
+                1024,
+            )?,
+            free_commands_per_day: m.number(
+                a.free_commands_per_day,
+                "--free-commands-per-day",
+                fl.free_commands_per_day,
+                "limits.free_commands_per_day",
+                d.free_commands_per_day,
+                0,
             )?,
             client_idle_timeout_s: m.number(
                 a.client_idle_timeout_s,
@@ -995,11 +1033,14 @@ impl Config {
             timeouts: FileTimeouts {
                 connect_timeout_ms: Some(self.timeouts.connect_timeout_ms),
                 request_timeout_ms: Some(self.timeouts.request_timeout_ms),
+                drain_timeout_ms: Some(self.timeouts.drain_timeout_ms),
             },
             limits: FileLimits {
                 max_clients: Some(self.limits.max_clients),
                 proto_max_bulk_len: Some(self.limits.proto_max_bulk_len),
                 max_inflight: Some(self.limits.max_inflight),
+                max_output_buffer: Some(self.limits.max_output_buffer),
+                free_commands_per_day: Some(self.limits.free_commands_per_day),
                 client_idle_timeout_s: Some(self.limits.client_idle_timeout_s),
             },
             security: FileSecurity {
@@ -1373,7 +1414,8 @@ mod tests {
             c.timeouts,
             TimeoutConfig {
                 connect_timeout_ms: 1000,
-                request_timeout_ms: 3000
+                request_timeout_ms: 3000,
+                drain_timeout_ms: 5000,
             }
         );
         assert_eq!(
@@ -1381,7 +1423,9 @@ mod tests {
             LimitsConfig {
                 max_clients: 10_000,
                 proto_max_bulk_len: 536_870_912,
-                max_inflight: 100_000,
+                max_inflight: 1024,
+                max_output_buffer: 64 * 1024 * 1024,
+                free_commands_per_day: 10_000,
                 client_idle_timeout_s: 0
             }
         );
@@ -1490,7 +1534,8 @@ timeout_ms = 800
             c.timeouts,
             TimeoutConfig {
                 connect_timeout_ms: 200,
-                request_timeout_ms: 900
+                request_timeout_ms: 900,
+                drain_timeout_ms: 5000,
             }
         );
         assert_eq!(c.limits.max_inflight, 1000);

@@ -127,7 +127,7 @@ struct Subscriptions {
 
 async fn serve(
     up: &Upstream,
-    stream: tokio::net::TcpStream,
+    stream: upstream::UpstreamStream,
     mut buf: BytesMut,
     proto: Proto,
     rx: &mut mpsc::UnboundedReceiver<DRequest>,

@@ -95,9 +95,6 @@ pub async fn run(shared: Arc<Shared>) {
     while tasks.join_next().await.is_some() {}
 }
 
-/// Installs the configured resolver (see [`crate::net::init_resolver`]) and
-/// spawns [`run`]. Call it from inside the runtime once the probers of the
-/// configured upstreams are spawned.
 fn show(addrs: &[SocketAddr]) -> String {
     let ips: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
     format!("{ips:?}")
@@ -167,7 +164,7 @@ fn apply(shared: &Arc<Shared>, resolved: &[(usize, Vec<SocketAddr>)]) {
     let mut next: Option<Arc<Topology>> = None;
     let prev = shared.topology.rcu(|topo| {
         let current: Vec<(usize, Option<SocketAddr>)> =
-            topo.replicas.iter().map(|u| (u.entry, u.addr)).collect();
+            topo.replicas.iter().map(|u| (u.entry(), u.addr)).collect();
         let diff = plan(&current, resolved);
         if diff.is_empty() {
             next = None;
@@ -196,7 +193,7 @@ fn apply(shared: &Arc<Shared>, resolved: &[(usize, Vec<SocketAddr>)]) {
             )));
         }
         // Config order, then address order within an entry.
-        replicas.sort_by_key(|u| (u.entry, u.addr));
+        replicas.sort_by_key(|u| (u.entry(), u.addr));
         let t = Arc::new(Topology {
             primary: topo.primary.clone(),
             replicas,

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::framer::{Command, Reply, ReplyFramer, ReplyLimits};
 use crate::lag::ReplicationInfo;
@@ -69,7 +68,7 @@ impl HealthState {
 
 /// A plain request/reply connection for the sidecar's own commands.
 pub struct Control {
-    stream: TcpStream,
+    stream: upstream::UpstreamStream,
     buf: BytesMut,
     framer: ReplyFramer,
 }

@@ -278,7 +278,7 @@ async fn lab(args: &LabArgs, bin: &Path, dir: &Path, regions: &[Region]) -> Resu
     let stop = stop_signal(args.duration_s);
     let table = print_table(args.admin.clone(), args.table_ms);
     let result = tokio::select! {
-        r = crate::server::run_until(config, stop) => r.map_err(|e| format!("the sidecar stopped: {e}")),
+        r = crate::server::run_until(config, stop, None) => r.map_err(|e| format!("the sidecar stopped: {e}")),
         _ = table => Ok(()),
     };
     for s in &mut servers {

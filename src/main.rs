@@ -78,7 +78,12 @@ fn run(args: &ConfigArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(nearby::server::run(config)) {
+    // SIGHUP re-reads the same sources (flags, environment, file).
+    let reload_args = args.clone();
+    let reload: nearby::server::Reloader = Box::new(move || {
+        Config::load(&reload_args, std::env::var("FLY_REGION").ok()).map_err(|e| e.to_string())
+    });
+    match rt.block_on(nearby::server::run(config, Some(reload))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "nearby stopped");

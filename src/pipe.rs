@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -145,7 +144,7 @@ struct InFlight {
 /// queue closes (returns None).
 async fn serve(
     up: &Arc<Upstream>,
-    stream: tokio::net::TcpStream,
+    stream: upstream::UpstreamStream,
     leftover: BytesMut,
     rx: &mut mpsc::UnboundedReceiver<Request>,
     request_timeout: Duration,
@@ -220,7 +219,7 @@ async fn serve(
 
 async fn read_loop(
     up: Arc<Upstream>,
-    mut rd: OwnedReadHalf,
+    mut rd: upstream::UpstreamReadHalf,
     mut buf: BytesMut,
     mut inflight_rx: mpsc::UnboundedReceiver<InFlight>,
     mut stop: oneshot::Receiver<UpstreamError>,

@@ -52,6 +52,8 @@ pub struct Shared {
     pub ryw_wakeup: Notify,
     /// The sidecar-wide read-your-writes bookkeeping (scope = sidecar).
     pub ryw: Mutex<Tracker>,
+    /// Set once on shutdown: sessions stop reading and finish what they have.
+    pub shutdown: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -102,7 +104,11 @@ impl Shared {
             ryw_demand_ms: AtomicU64::new(0),
             ryw_wakeup: Notify::new(),
             ryw: Mutex::new(Tracker::new()),
-            metrics: metrics::Global::new(config.region.as_deref().unwrap_or(""), 10_000),
+            shutdown: watch::channel(false).0,
+            metrics: metrics::Global::new(
+                config.region.as_deref().unwrap_or(""),
+                config.limits.free_commands_per_day,
+            ),
             config: ArcSwap::from_pointee(config),
         }
     }
@@ -122,6 +128,33 @@ impl Shared {
         last != 0
             && (self.epoch.elapsed().as_millis() as u64 + 1).saturating_sub(last)
                 <= RYW_DEMAND_HOLD_MS
+    }
+
+    /// A new upstream with a fresh id (config entry `entry`: 0 = primary).
+    pub fn make_upstream(
+        &self,
+        entry: usize,
+        role: Role,
+        region: &str,
+        url: &RedisUrl,
+    ) -> Arc<Upstream> {
+        let addr = match url.host {
+            Host::Ip(ip) => Some(SocketAddr::new(ip, url.port)),
+            Host::Name(_) => None,
+        };
+        let id = self.next_upstream_id.fetch_add(1, Ordering::Relaxed);
+        Arc::new(Upstream::new(
+            id,
+            entry,
+            role,
+            region.to_string(),
+            url.clone(),
+            addr,
+        ))
+    }
+
+    pub fn store_config(&self, config: Config) {
+        self.config.store(Arc::new(config));
     }
 
     /// The current config (read without locking; replaced on reload).
@@ -186,15 +219,21 @@ impl Shared {
     }
 }
 
-/// Runs the sidecar until SIGINT/SIGTERM.
-pub async fn run(config: Config) -> std::io::Result<()> {
-    run_until(config, shutdown_signal()).await
+/// Re-reads the configuration (SIGHUP).
+pub type Reloader = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
+/// Runs the sidecar until SIGINT/SIGTERM; SIGHUP reloads through `reload`.
+pub async fn run(config: Config, reload: Option<Reloader>) -> std::io::Result<()> {
+    run_until(config, shutdown_signal(), reload).await
 }
 
-/// Runs the sidecar until `stop` completes.
+/// Runs the sidecar until `stop` completes, then drains: stops accepting,
+/// lets every session finish the requests it has in flight and write their
+/// replies, and returns once all are done or the drain deadline passes.
 pub async fn run_until(
     config: Config,
     stop: impl std::future::Future<Output = ()>,
+    reload: Option<Reloader>,
 ) -> std::io::Result<()> {
     metrics::install(true);
     let listener = crate::net::listen(config.listen)?;
@@ -213,13 +252,52 @@ pub async fn run_until(
     for up in shared.topology.load().all() {
         health::spawn_watchers(&shared, up);
     }
-    tokio::spawn(crate::discovery::run(shared.clone()));
+    let mut discovery = tokio::spawn(crate::discovery::run(shared.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let accept = tokio::spawn(accept_loop(listener, shared.clone(), stop_rx));
-    stop.await;
-    tracing::info!("shutting down");
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                let Some(reload) = &reload else { continue };
+                match reload() {
+                    Err(e) => tracing::error!("config reload rejected, the running config stays: {e}"),
+                    Ok(new) => {
+                        let s = crate::reload::apply(&shared, new);
+                        // Discovery follows the new entries.
+                        discovery.abort();
+                        discovery = tokio::spawn(crate::discovery::run(shared.clone()));
+                        tracing::info!(
+                            replicas_added = s.added,
+                            replicas_removed = s.removed,
+                            primary_changed = s.primary_changed,
+                            "config reloaded"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down: draining client connections");
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), accept).await;
+    let _ = accept.await;
+    let _ = shared.shutdown.send(true);
+    let deadline = Duration::from_millis(shared.config().timeouts.drain_timeout_ms);
+    let drained = tokio::time::timeout(deadline, async {
+        while shared.clients.load(Ordering::Relaxed) > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    match drained {
+        Ok(()) => tracing::info!("drained; bye"),
+        Err(_) => tracing::warn!(
+            clients = shared.clients.load(Ordering::Relaxed),
+            "drain deadline passed; closing the remaining connections"
+        ),
+    }
     Ok(())
 }
 

@@ -133,7 +133,11 @@ struct Session {
     /// A SELECT queued inside MULTI, applied when EXEC succeeds.
     multi_db: Option<u32>,
     closing: bool,
-    out: BytesMut,
+    /// Stream frames (pub/sub, MONITOR) due before any pending reply.
+    stray: BytesMut,
+    /// Bytes of replies and stream frames held in `pending`, waiting for
+    /// an earlier reply: they count toward the output limit.
+    held_bytes: usize,
     /// The kind of the command being dispatched (metrics label).
     cur_kind: Kind,
     /// Read-your-writes is on, and the command being dispatched may write.
@@ -173,7 +177,8 @@ impl Session {
             client_state: false,
             multi_db: None,
             closing: false,
-            out: BytesMut::with_capacity(16 * 1024),
+            stray: BytesMut::new(),
+            held_bytes: 0,
             cur_kind: Kind::Other,
             ryw,
             cur_marks_write: false,
@@ -184,19 +189,43 @@ impl Session {
 
     async fn run(&mut self, stream: TcpStream) {
         let (mut rd, mut wr) = stream.into_split();
-        let limits = &self.shared.config().limits;
-        let mut framer = RequestFramer::new(RequestLimits {
-            max_bulk_len: limits.proto_max_bulk_len,
-            ..RequestLimits::default()
-        });
-        let max_inflight = limits.max_inflight.max(1);
+        let mut framer = {
+            let limits = &self.shared.config().limits;
+            RequestFramer::new(RequestLimits {
+                max_bulk_len: limits.proto_max_bulk_len,
+                ..RequestLimits::default()
+            })
+        };
+        let mut shutdown = self.shared.shutdown.subscribe();
+        if *shutdown.borrow() {
+            return;
+        }
         let mut inbuf = BytesMut::with_capacity(16 * 1024);
+        // Replies ready for the client: written as the socket takes them,
+        // while requests and replies keep flowing (a client that does not
+        // read must not stall its own upstream replies).
+        let mut out = BytesMut::with_capacity(16 * 1024);
         let mut eof = false;
+        let mut last_read = tokio::time::Instant::now();
         loop {
-            let can_read = !eof && !self.closing && self.pending.len() < max_inflight;
+            let (max_inflight, max_output, idle) = {
+                let c = self.shared.config();
+                (
+                    c.limits.max_inflight.max(1),
+                    c.limits.max_output_buffer,
+                    c.limits.client_idle_timeout_s,
+                )
+            };
+            // Past the output limit, stop reading requests (Redis's
+            // client-output-buffer-limit, pausing instead of disconnecting).
+            let room =
+                self.pending.len() < max_inflight && out.len() + self.held_bytes < max_output;
+            let can_read = !eof && !self.closing && room;
             if can_read && inbuf.capacity() - inbuf.len() < 4096 {
                 inbuf.reserve(16 * 1024);
             }
+            let idle_deadline =
+                (idle > 0 && self.idle_applies()).then(|| last_read + Duration::from_secs(idle));
             tokio::select! {
                 r = rd.read_buf(&mut inbuf), if can_read => match r {
                     Ok(0) | Err(_) => {
@@ -204,8 +233,9 @@ impl Session {
                         eof = true;
                     }
                     Ok(_) => {
+                        last_read = tokio::time::Instant::now();
                         framer.set_unauthenticated(!self.authed);
-                        self.take_commands(&mut framer, &mut inbuf, max_inflight);
+                        self.take_commands(&mut framer, &mut inbuf, max_inflight, max_output, out.len());
                     }
                 },
                 ev = self.events_rx.recv() => {
@@ -216,28 +246,49 @@ impl Session {
                         self.on_event(ev);
                     }
                 }
-            }
-            // Commands left in the buffer when the in-flight limit stopped
-            // framing: take them once there is room.
-            if !self.closing && !inbuf.is_empty() && self.pending.len() < max_inflight {
-                framer.set_unauthenticated(!self.authed);
-                self.take_commands(&mut framer, &mut inbuf, max_inflight);
-            }
-            self.flush_ready();
-            if !self.out.is_empty() {
-                if wr.write_all(&self.out).await.is_err() {
+                w = wr.write(&out), if !out.is_empty() => match w {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let _ = out.split_to(n);
+                        if out.is_empty() && out.capacity() > 1024 * 1024 {
+                            out = BytesMut::with_capacity(16 * 1024);
+                        }
+                    }
+                },
+                _ = shutdown.changed(), if !self.closing => {
+                    // Draining: no new requests; finish the ones in flight.
+                    self.closing = true;
+                }
+                _ = crate::pipe::sleep_until_opt(idle_deadline) => {
+                    tracing::debug!(client = self.id, "idle timeout");
                     break;
                 }
-                self.out.clear();
-                if self.out.capacity() > 1024 * 1024 {
-                    self.out = BytesMut::with_capacity(16 * 1024);
-                }
             }
+            // Commands left in the buffer when a limit stopped framing:
+            // take them once there is room.
+            if !self.closing
+                && !inbuf.is_empty()
+                && self.pending.len() < max_inflight
+                && out.len() + self.held_bytes < max_output
+            {
+                framer.set_unauthenticated(!self.authed);
+                self.take_commands(&mut framer, &mut inbuf, max_inflight, max_output, out.len());
+            }
+            self.flush_ready(&mut out);
             if (self.closing || eof) && self.pending.is_empty() {
+                // Write what is left, then close.
+                if !out.is_empty() {
+                    let _ = wr.write_all(&out).await;
+                }
                 break;
             }
         }
         let _ = wr.shutdown().await;
+    }
+
+    /// Redis does not time out subscribers, monitors or blocked clients.
+    fn idle_applies(&self) -> bool {
+        !(self.subscribed || self.monitor || self.ded_outstanding > 0)
     }
 
     fn take_commands(
@@ -245,9 +296,14 @@ impl Session {
         framer: &mut RequestFramer,
         inbuf: &mut BytesMut,
         max_inflight: usize,
+        max_output: usize,
+        out_len: usize,
     ) {
         let mut n = 0;
-        while !self.closing && self.pending.len() < max_inflight {
+        while !self.closing
+            && self.pending.len() < max_inflight
+            && out_len + self.held_bytes < max_output
+        {
             match framer.next(inbuf) {
                 Ok(Some(cmd)) => {
                     n += 1;
@@ -326,10 +382,12 @@ impl Session {
         let hook = std::mem::replace(&mut slot.hook, Hook::None);
         let on_ded = slot.on_dedicated;
         let track = std::mem::replace(&mut slot.track, Track::None);
+        let len = reply.len();
         slot.state = SlotState::Done(reply);
         if on_ded {
             self.ded_outstanding -= 1;
         }
+        self.held_bytes += len;
         // Even a failed write may have written (a script, a MULTI): every
         // completion counts.
         match track {
@@ -384,19 +442,25 @@ impl Session {
         }
     }
 
-    fn flush_ready(&mut self) {
+    fn flush_ready(&mut self, out: &mut BytesMut) {
+        if !self.stray.is_empty() {
+            out.extend_from_slice(&self.stray);
+            self.stray.clear();
+        }
         while let Some(front) = self.pending.front() {
             if matches!(front.state, SlotState::Waiting) {
                 break;
             }
             let slot = self.pending.pop_front().expect("front exists");
-            if let SlotState::Done(data) = slot.state
-                && !slot.silent
-            {
-                self.out.extend_from_slice(&data);
+            if let SlotState::Done(data) = slot.state {
+                self.held_bytes -= data.len();
+                if !slot.silent {
+                    out.extend_from_slice(&data);
+                }
             }
             for t in slot.trailer {
-                self.out.extend_from_slice(&t);
+                self.held_bytes -= t.len();
+                out.extend_from_slice(&t);
             }
         }
     }
@@ -428,13 +492,17 @@ impl Session {
                 if let Some(n) = subscriptions {
                     self.subscribed = n > 0;
                 }
+                let len = data.len();
                 match self.slot_mut(after) {
-                    Some(slot) => slot.trailer.push(data),
+                    Some(slot) => {
+                        slot.trailer.push(data);
+                        self.held_bytes += len;
+                    }
                     None => {
                         // Everything before it is written (its slot is gone),
                         // and nothing after it has been answered.
                         if self.pending.front().is_none_or(|f| f.seq > after) {
-                            self.out.extend_from_slice(&data);
+                            self.stray.extend_from_slice(&data);
                         }
                     }
                 }

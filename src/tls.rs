@@ -32,23 +32,36 @@ use crate::url::Host;
 struct State {
     client: Result<Arc<ClientConfig>, String>,
     server_name: Option<String>,
+    /// Installed by [`init`] (not the lazy defaults).
+    explicit: bool,
 }
 
 static STATE: Mutex<Option<Arc<State>>> = Mutex::new(None);
 
 /// Builds the client configuration from `cfg` and installs it for every
-/// later TLS connection. Call it once at startup: the error names the file
-/// and what is wrong with it. On error the failure is installed too, so TLS
-/// connections fail with the same message instead of silently using other
-/// roots.
+/// later TLS connection (connections already open keep theirs). Call it at
+/// startup, and again on a configuration reload: the error names the file
+/// and what is wrong with it.
+///
+/// On error, a configuration installed by an earlier successful `init` stays
+/// (a bad reload does not break TLS). Otherwise the failure is installed, so
+/// TLS connections fail with the same message instead of silently using
+/// other roots.
 pub fn init(cfg: &TlsConfig) -> Result<(), String> {
     let client = build(cfg);
     let result = client.as_ref().map(|_| ()).map_err(Clone::clone);
-    let state = State {
-        client,
-        server_name: cfg.server_name.clone(),
-    };
-    *STATE.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(state));
+    let mut slot = STATE.lock().unwrap_or_else(|p| p.into_inner());
+    let keep_old = result.is_err()
+        && slot
+            .as_ref()
+            .is_some_and(|s| s.explicit && s.client.is_ok());
+    if !keep_old {
+        *slot = Some(Arc::new(State {
+            client,
+            server_name: cfg.server_name.clone(),
+            explicit: true,
+        }));
+    }
     result
 }
 
@@ -63,6 +76,7 @@ fn state() -> Arc<State> {
     let s = Arc::new(State {
         client: build(&cfg),
         server_name: None,
+        explicit: false,
     });
     *slot = Some(s.clone());
     s
@@ -86,15 +100,13 @@ pub fn build(cfg: &TlsConfig) -> Result<Arc<ClientConfig>, String> {
         (Some(cert), Some(key)) => {
             let chain = load_certs(cert, "--tls-cert-file")?;
             let key_der = load_key(key)?;
-            builder
-                .with_client_auth_single_cert(chain, key_der)
-                .map_err(|e| {
-                    format!(
-                        "--tls-key-file {}: does not fit the certificate in {}: {e}",
-                        key.display(),
-                        cert.display()
-                    )
-                })?
+            builder.with_client_auth_cert(chain, key_der).map_err(|e| {
+                format!(
+                    "--tls-key-file {}: does not fit the certificate in {}: {e}",
+                    key.display(),
+                    cert.display()
+                )
+            })?
         }
         // The configuration check rejects a certificate without a key and
         // the reverse; a half pair here is ignored like an absent one.
@@ -168,27 +180,19 @@ pub fn server_name(host: &Host, server_name: Option<&str>) -> Result<ServerName<
         .map_err(|e| format!("{text:?} is not a valid TLS server name: {e}"))
 }
 
-/// Why a TLS connection could not be set up.
-#[derive(Debug)]
-pub enum ConnectError {
-    /// The configuration could not be built (a file is missing or bad), or
-    /// the server name is invalid: nothing was sent.
-    Config(String),
-    /// The handshake failed: certificate, protocol or I/O.
-    Handshake(String),
-}
-
 /// Runs the TLS handshake on `tcp`, verifying the server as
-/// [`server_name`] describes. No timeout here: the caller bounds it.
-pub async fn connect(tcp: TcpStream, host: &Host) -> Result<TlsStream<TcpStream>, ConnectError> {
+/// [`server_name`] describes. The error says whether the configuration (a
+/// file, the server name) or the handshake (certificate, protocol, I/O)
+/// failed. No timeout here: the caller bounds it.
+pub async fn connect(tcp: TcpStream, host: &Host) -> Result<TlsStream<TcpStream>, String> {
     let state = state();
-    let config = state.client.clone().map_err(ConnectError::Config)?;
-    let name = server_name(host, state.server_name.as_deref()).map_err(ConnectError::Config)?;
+    let config = state.client.clone()?;
+    let name = server_name(host, state.server_name.as_deref())?;
     let shown = name.to_str().into_owned();
     TlsConnector::from(config)
         .connect(name, tcp)
         .await
-        .map_err(|e| ConnectError::Handshake(format!("handshake with {shown} failed: {e}")))
+        .map_err(|e| format!("handshake with {shown} failed: {e}"))
 }
 
 #[cfg(test)]
@@ -266,10 +270,7 @@ mod tests {
             server_name(&ip, None).unwrap(),
             ServerName::IpAddress(_)
         ));
-        assert_eq!(
-            server_name(&name, None).unwrap().to_str(),
-            "redis.internal"
-        );
+        assert_eq!(server_name(&name, None).unwrap().to_str(), "redis.internal");
         assert_eq!(
             server_name(&ip, Some("redis.test")).unwrap().to_str(),
             "redis.test"

@@ -45,8 +45,8 @@ pub struct Upstream {
     pub label: String,
     /// Index of the config entry this upstream comes from (0 = primary,
     /// 1.. = replicas in order): discovery keeps one upstream per address of
-    /// an entry.
-    pub entry: usize,
+    /// an entry. A reload may renumber entries.
+    entry: AtomicUsize,
     healthy: AtomicBool,
     /// Set by the first successful probe: readiness needs a real answer.
     ever_up: AtomicBool,
@@ -102,7 +102,7 @@ impl Upstream {
         Upstream {
             metrics,
             id,
-            entry,
+            entry: AtomicUsize::new(entry),
             role,
             region,
             label,
@@ -121,6 +121,14 @@ impl Upstream {
             outstanding: AtomicUsize::new(0),
             pipes: Mutex::new(HashMap::new()),
         }
+    }
+
+    pub fn entry(&self) -> usize {
+        self.entry.load(Ordering::Relaxed)
+    }
+
+    pub fn set_entry(&self, entry: usize) {
+        self.entry.store(entry, Ordering::Relaxed);
     }
 
     pub fn is_healthy(&self) -> bool {

@@ -7,11 +7,13 @@ use std::time::Duration;
 use bytes::BytesMut;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::framer::{Command, ReplyFramer, ReplyLimits};
 use crate::resp::Proto;
 use crate::topology::Upstream;
+
+pub use crate::net::{UpstreamReadHalf, UpstreamStream, UpstreamWriteHalf};
 
 /// Why an upstream could not serve a request. The text ends up in the
 /// client's `-ERR`, after the upstream's role, region and address.
@@ -27,8 +29,10 @@ pub enum UpstreamError {
     Timeout(u64),
     #[error("protocol error in reply: {0}")]
     Protocol(String),
-    #[error("TLS upstreams (rediss://) are not supported yet")]
-    TlsUnsupported,
+    /// `rediss://`: the TLS configuration could not be loaded, or the TLS
+    /// handshake failed (certificate, protocol, timeout).
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// The credentials and state a new upstream connection is brought to.
@@ -40,21 +44,36 @@ pub struct Handshake {
     pub proto: Option<Proto>,
 }
 
-/// Connects and runs the handshake. Returns the stream and any bytes read
-/// past the handshake replies (none, in practice).
+/// Connects (with TLS for `rediss://`) and runs the handshake. Returns the
+/// stream and any bytes read past the handshake replies (none, in
+/// practice).
 pub async fn open(
     up: &Upstream,
     hs: &Handshake,
     connect_timeout: Duration,
-) -> Result<(TcpStream, BytesMut), UpstreamError> {
-    if up.url.tls {
-        return Err(UpstreamError::TlsUnsupported);
-    }
+) -> Result<(UpstreamStream, BytesMut), UpstreamError> {
+    let start = Instant::now();
     let connected = match up.addr {
         Some(addr) => crate::net::connect_addr(addr, connect_timeout).await,
         None => crate::net::connect(&up.url.host, up.url.port, connect_timeout).await,
     };
-    let mut stream = connected.map_err(|e| UpstreamError::Connect(e.to_string()))?;
+    let tcp = connected.map_err(|e| UpstreamError::Connect(e.to_string()))?;
+    let mut stream = if up.url.tls {
+        // TCP connect and TLS handshake share the connect timeout.
+        let left = connect_timeout.saturating_sub(start.elapsed());
+        let tls = tokio::time::timeout(left, crate::tls::connect(tcp, &up.url.host))
+            .await
+            .map_err(|_| {
+                UpstreamError::Tls(format!(
+                    "handshake timed out (connect timeout {} ms)",
+                    connect_timeout.as_millis()
+                ))
+            })?
+            .map_err(UpstreamError::Tls)?;
+        UpstreamStream::tls(tls)
+    } else {
+        UpstreamStream::Tcp(tcp)
+    };
 
     let mut out = BytesMut::new();
     let mut expected = 0;

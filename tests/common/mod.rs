@@ -169,8 +169,17 @@ impl RedisServer {
         panic!("redis-server could not find a free port; log tail:\n{last_log}")
     }
 
+    /// Starts on a chosen port (e.g. to restart a server where it was).
+    pub fn start_on_port(port: u16, args: &[&str]) -> RedisServer {
+        Self::try_start_on(port, args)
+            .unwrap_or_else(|log| panic!("redis-server failed to start on {port}:\n{log}"))
+    }
+
     fn try_start_with(args: &[&str]) -> Result<RedisServer, String> {
-        let port = free_port();
+        Self::try_start_on(free_port(), args)
+    }
+
+    fn try_start_on(port: u16, args: &[&str]) -> Result<RedisServer, String> {
         let dir = tempfile::Builder::new()
             .prefix("nearby-redis-")
             .tempdir()
