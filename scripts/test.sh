@@ -8,8 +8,8 @@ bash scripts/install-redis.sh
 # tests/scale.rs holds 10,000 client connections (20,000 descriptors across
 # the test and the sidecar): raise the soft limit as far as allowed.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 24000 ]; then
-    ulimit -n 24000 2>/dev/null || echo "test.sh: warning: open-file limit $(ulimit -n) is below what tests/scale.rs needs" >&2
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 12000 ]; then
+    ulimit -n 12000 2>/dev/null || echo "test.sh: warning: open-file limit $(ulimit -n) is below what tests/scale.rs needs" >&2
 fi
 
 start=$(date +%s)
