@@ -253,6 +253,7 @@ pub async fn run_until(
         health::spawn_watchers(&shared, up);
     }
     let mut discovery = tokio::spawn(crate::discovery::run(shared.clone()));
+    tokio::spawn(watch_routing(shared.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let accept = tokio::spawn(accept_loop(listener, shared.clone(), stop_rx));
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -299,6 +300,66 @@ pub async fn run_until(
         ),
     }
     Ok(())
+}
+
+/// Logs one line whenever the default read target changes, with why.
+async fn watch_routing(shared: Arc<Shared>) {
+    let mut was: Option<Arc<Upstream>> = None;
+    loop {
+        let interval =
+            Duration::from_millis(shared.config().health.probe_interval_ms.clamp(100, 1000));
+        tokio::time::sleep(interval).await;
+        let topo = shared.topology.load();
+        let window = Duration::from_millis(shared.config().routing.latency_window_ms);
+        let (now, fallback) = topo.pick_read(window, 0, |_| false);
+        let now = now.clone();
+        if let Some(prev) = &was
+            && !Arc::ptr_eq(prev, &now)
+        {
+            tracing::info!("{}", describe_change(&now, fallback, prev));
+        }
+        was = Some(now);
+    }
+}
+
+fn describe_change(
+    now: &Upstream,
+    fallback: Option<crate::select::Fallback>,
+    prev: &Upstream,
+) -> String {
+    let ms = |u: &Upstream| {
+        u.cost()
+            .map(|c| format!("{:.1} ms", c * 1000.0))
+            .unwrap_or_else(|| "unmeasured".into())
+    };
+    let why = match prev.unusable() {
+        Some(crate::select::Unusable::Down) => format!("{} is down", prev.region),
+        Some(crate::select::Unusable::NotAReplica) => {
+            format!("{} says it is not a replica", prev.region)
+        }
+        Some(crate::select::Unusable::Stale) => format!(
+            "{} lag {:.1} s > {:.1} s",
+            prev.region,
+            prev.lag().unwrap_or_default().as_secs_f64(),
+            shared_staleness_hint(prev)
+        ),
+        None if prev.is_retired() => format!("{} was removed", prev.region),
+        None => format!("{} is nearer", now.region),
+    };
+    let via = fallback.map(|f| format!(" [{f}]")).unwrap_or_default();
+    format!(
+        "reads now go to {} {} ({}){via}; was {} ({}): {why}",
+        now.region,
+        now.role.as_str(),
+        ms(now),
+        prev.region,
+        ms(prev)
+    )
+}
+
+/// The staleness bound a stale upstream exceeded (its lag is above it).
+fn shared_staleness_hint(up: &Upstream) -> f64 {
+    up.staleness_bound().as_secs_f64()
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {

@@ -59,6 +59,8 @@ pub struct Upstream {
     role_ok: AtomicBool,
     /// Lag beyond `max_staleness`.
     stale: AtomicBool,
+    /// The bound last applied, in ms (for logs).
+    staleness_bound_ms: AtomicU64,
     /// Estimated replication lag in ms (`u64::MAX`: unknown).
     lag_ms: AtomicU64,
     /// The replica's own `slave_repl_offset` (the primary's
@@ -114,6 +116,7 @@ impl Upstream {
             ever_up: AtomicBool::new(false),
             role_ok: AtomicBool::new(true),
             stale: AtomicBool::new(false),
+            staleness_bound_ms: AtomicU64::new(0),
             lag_ms: AtomicU64::new(u64::MAX),
             repl_offset: AtomicU64::new(0),
             latency: Mutex::new(Latency::new()),
@@ -219,6 +222,8 @@ impl Upstream {
         let ms = lag.map_or(u64::MAX, |l| l.as_millis().min(u64::MAX as u128 - 1) as u64);
         self.lag_ms.store(ms, Ordering::Relaxed);
         let stale = lag.is_some_and(|l| l > max_staleness);
+        self.staleness_bound_ms
+            .store(max_staleness.as_millis() as u64, Ordering::Relaxed);
         self.stale.swap(stale, Ordering::Relaxed)
     }
 
@@ -227,6 +232,10 @@ impl Upstream {
             u64::MAX => None,
             ms => Some(Duration::from_millis(ms)),
         }
+    }
+
+    pub fn staleness_bound(&self) -> Duration {
+        Duration::from_millis(self.staleness_bound_ms.load(Ordering::Relaxed))
     }
 
     pub fn is_stale(&self) -> bool {

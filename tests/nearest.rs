@@ -108,6 +108,14 @@ fn reads_go_to_the_nearest_and_move_when_it_slows_down() {
         replicas[1] >= 97,
         "reads did not move to the 20 ms replica: replicas {replicas:?}, primary {primary}"
     );
+    // One log line says so, and why.
+    let log = w.nearby.log();
+    assert!(
+        log.contains("reads now go to r2 replica")
+            && log.contains("was r1")
+            && log.contains("r2 is nearer"),
+        "no routing-change line in:\n{log}"
+    );
 
     // It recovers: reads come back.
     w.relays[1].set_rtt(Duration::from_millis(2));
