@@ -237,6 +237,10 @@ pub struct ConfigArgs {
     #[arg(long, env = "NEARBY_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
 
+    /// Record and serve Prometheus metrics: on or off [default: on]
+    #[arg(long, env = "NEARBY_METRICS", value_name = "on|off")]
+    pub metrics: Option<String>,
+
     /// Runtime worker threads [default: number of CPUs]
     #[arg(long, env = "NEARBY_THREADS", value_name = "N")]
     pub threads: Option<usize>,
@@ -288,6 +292,7 @@ impl fmt::Debug for ConfigArgs {
             .field("dns_max_ttl_s", &self.dns_max_ttl_s)
             .field("dns_timeout_ms", &self.dns_timeout_ms)
             .field("log_format", &self.log_format)
+            .field("metrics", &self.metrics)
             .field("threads", &self.threads)
             .field("subscribe_from", &self.subscribe_from)
             .finish()
@@ -343,7 +348,7 @@ mod tests {
                 "--{long} help: {help:?}"
             );
         }
-        assert_eq!(seen, 38);
+        assert_eq!(seen, 39);
     }
 
     #[test]

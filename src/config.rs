@@ -88,6 +88,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// Whether Prometheus metrics are recorded and served (off: every metric
+/// handle is a no-op; used to measure what metrics cost).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Metrics {
+    #[default]
+    On,
+    Off,
+}
+
 /// Names for the enums, shared by parsing and printing.
 trait Named: Sized + Copy + PartialEq + 'static {
     const CHOICES: &'static [(&'static str, Self)];
@@ -135,6 +144,9 @@ impl Named for SubscribeFrom {
         ("primary", SubscribeFrom::Primary),
         ("nearest", SubscribeFrom::Nearest),
     ];
+}
+impl Named for Metrics {
+    const CHOICES: &'static [(&'static str, Self)] = &[("on", Metrics::On), ("off", Metrics::Off)];
 }
 impl Named for LogFormat {
     const CHOICES: &'static [(&'static str, Self)] =
@@ -313,6 +325,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub dns: DnsConfig,
     pub log_format: LogFormat,
+    pub metrics: Metrics,
     /// Runtime worker threads; `None` = the runtime's default.
     pub threads: Option<usize>,
 }
@@ -331,6 +344,7 @@ struct FileConfig {
     admin: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     log_format: Option<String>,
+    metrics: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     threads: Option<usize>,
     primary: FileUpstream,
@@ -959,6 +973,13 @@ impl Config {
             "log_format",
             LogFormat::Text,
         )?;
+        let metrics = m.named(
+            a.metrics.as_ref(),
+            "--metrics",
+            fc.metrics.as_ref(),
+            "metrics",
+            Metrics::On,
+        )?;
         let threads = match m.pick(a.threads, "--threads", fc.threads) {
             None => None,
             Some(s) => Some(m.number(Some(s.value), &s.source, None, "threads", 1, 1)?),
@@ -994,6 +1015,7 @@ impl Config {
             tls,
             dns,
             log_format,
+            metrics,
             threads,
         })
     }
@@ -1014,6 +1036,7 @@ impl Config {
             listen: Some(self.listen.to_string()),
             admin: Some(self.admin.to_string()),
             log_format: Some(self.log_format.as_str().to_owned()),
+            metrics: Some(self.metrics.as_str().to_owned()),
             threads: self.threads,
             primary: upstream(&self.primary),
             replica: self.replicas.iter().map(upstream).collect(),

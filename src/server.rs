@@ -235,7 +235,7 @@ pub async fn run_until(
     stop: impl std::future::Future<Output = ()>,
     reload: Option<Reloader>,
 ) -> std::io::Result<()> {
-    metrics::install(true);
+    metrics::install(config.metrics == crate::config::Metrics::On);
     let listener = crate::net::listen(config.listen)?;
     let shared = Arc::new(Shared::new(config));
     tracing::info!(

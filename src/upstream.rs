@@ -101,6 +101,15 @@ pub async fn open(
         out.extend_from_slice(Command::from_args(&[b"HELLO", b"3"]).raw());
         expected += 1;
     }
+    // With TLS 1.3 the server checks the client certificate after the
+    // client considers the handshake done: a PING round trip makes a
+    // rejection fail here, as a TLS error, rather than on the first request.
+    // Any reply, even an error (-NOAUTH), proves the session was accepted.
+    let probe = stream.is_tls() && expected == 0;
+    if probe {
+        out.extend_from_slice(Command::from_args(&[b"PING"]).raw());
+        expected += 1;
+    }
     let mut buf = BytesMut::with_capacity(4096);
     if expected > 0 {
         let exchange = async {
@@ -110,7 +119,7 @@ pub async fn open(
             while got < expected {
                 match framer.next(&mut buf) {
                     Ok(Some(reply)) => {
-                        if reply.is_error() {
+                        if reply.is_error() && !probe {
                             let text = String::from_utf8_lossy(&reply.raw[1..])
                                 .trim_end()
                                 .to_string();
@@ -131,7 +140,18 @@ pub async fn open(
         tokio::time::timeout(connect_timeout, exchange)
             .await
             .map_err(|_| UpstreamError::Handshake("timed out".into()))?
-            .map_err(|e| UpstreamError::Handshake(e.to_string()))?;
+            .map_err(|e| {
+                // A TLS alert (a refused client certificate) or a TLS
+                // protocol error, rather than a Redis reply.
+                let tls_error = e
+                    .get_ref()
+                    .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+                if tls_error {
+                    UpstreamError::Tls(format!("the server refused the session: {e}"))
+                } else {
+                    UpstreamError::Handshake(e.to_string())
+                }
+            })?;
     }
     Ok((stream, buf))
 }
