@@ -193,3 +193,33 @@ fn large_values_and_many_clients_interleave_correctly() {
         t.join().unwrap();
     }
 }
+
+#[test]
+fn evalsha_ro_of_a_script_loaded_on_the_primary_is_answered() {
+    // SCRIPT LOAD is not replicated: the replica answers NOSCRIPT, and the
+    // sidecar asks the primary instead of passing that through.
+    let cluster = Cluster::start(1);
+    let nearby = Nearby::start_for(&cluster, &[]);
+    let mut c = RawConn::connect(nearby.port);
+    let sha = c.cmd(&["SCRIPT", "LOAD", "return 'from-script'"]);
+    let sha = String::from_utf8(sha).unwrap();
+    let sha = sha.lines().nth(1).unwrap().to_string();
+    assert_eq!(sha.len(), 40);
+    cluster.reset_stats();
+    assert_eq!(c.cmd(&["EVALSHA_RO", &sha, "0"]), b"$11\r\nfrom-script\r\n");
+    // It was tried on the replica first, then served by the primary.
+    assert_eq!(
+        cluster.replicas[0]
+            .info("commandstats")
+            .contains_key("cmdstat_evalsha_ro"),
+        true
+    );
+    assert_eq!(cluster.primary.calls("evalsha_ro"), 1);
+    // A truly unknown script is NOSCRIPT from the primary too.
+    let r = c.cmd(&["EVALSHA_RO", &"0".repeat(40), "0"]);
+    assert!(
+        r.starts_with(b"-NOSCRIPT"),
+        "{:?}",
+        String::from_utf8_lossy(&r)
+    );
+}
