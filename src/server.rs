@@ -236,6 +236,7 @@ pub async fn run_until(
     reload: Option<Reloader>,
 ) -> std::io::Result<()> {
     metrics::install(config.metrics == crate::config::Metrics::On);
+    crate::tls::init(&config.tls).map_err(std::io::Error::other)?;
     let listener = crate::net::listen(config.listen)?;
     let shared = Arc::new(Shared::new(config));
     tracing::info!(
@@ -266,6 +267,10 @@ pub async fn run_until(
                 match reload() {
                     Err(e) => tracing::error!("config reload rejected, the running config stays: {e}"),
                     Ok(new) => {
+                        if let Err(e) = crate::tls::init(&new.tls) {
+                            tracing::error!("config reload rejected, the running config stays: {e}");
+                            continue;
+                        }
                         let s = crate::reload::apply(&shared, new);
                         // Discovery follows the new entries.
                         discovery.abort();

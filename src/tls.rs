@@ -17,9 +17,9 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -156,7 +156,7 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     let flag = "--tls-key-file";
     let pem = read(path, flag)?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => format!(
+        rustls_pki_types::pem::Error::NoItemsFound => format!(
             "{flag} {}: no private key (PKCS#8, PKCS#1 or SEC1 PEM) found in the file",
             path.display()
         ),
@@ -200,10 +200,8 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
-    fn tmp_file(name: &str, text: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("nearby-tls-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join(name);
+    fn tmp_file(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+        let p = dir.path().join(name);
         std::fs::write(&p, text).unwrap();
         p
     }
@@ -228,7 +226,8 @@ mod tests {
 
     #[test]
     fn ca_file_without_certificates() {
-        let p = tmp_file("empty-ca.pem", "not a certificate\n");
+        let dir = tempfile::tempdir().unwrap();
+        let p = tmp_file(&dir, "empty-ca.pem", "not a certificate\n");
         let cfg = TlsConfig {
             ca_file: Some(p.clone()),
             ..TlsConfig::default()
@@ -245,11 +244,13 @@ mod tests {
 
     #[test]
     fn key_file_without_key() {
+        let dir = tempfile::tempdir().unwrap();
         let cert = tmp_file(
+            &dir,
             "cert.pem",
             "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
         );
-        let key = tmp_file("nokey.pem", "nothing here\n");
+        let key = tmp_file(&dir, "nokey.pem", "nothing here\n");
         let cfg = TlsConfig {
             cert_file: Some(cert),
             key_file: Some(key.clone()),

@@ -5,82 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Nearby, RawConn, RedisServer, wait_until};
-use nearby::relay::Relay;
-
-struct World {
-    primary: RedisServer,
-    replica: RedisServer,
-    _link: Relay,
-    front: Relay,
-    _rt: tokio::runtime::Runtime,
-}
-
-/// A primary 5 ms away from the sidecar, and a replica on this host whose
-/// replication link is 300 ms each way.
-fn world() -> World {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let primary = RedisServer::start();
-    let any = "127.0.0.1:0".parse().unwrap();
-    let link = rt
-        .block_on(Relay::start(
-            any,
-            primary.addr(),
-            Duration::from_millis(600),
-        ))
-        .unwrap();
-    let replica = RedisServer::start_with(&[
-        "--replicaof",
-        "127.0.0.1",
-        &link.local_addr().port().to_string(),
-    ]);
-    let front = rt
-        .block_on(Relay::start(any, primary.addr(), Duration::from_millis(5)))
-        .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(20), || {
-            replica
-                .info("replication")
-                .get("master_link_status")
-                .map(String::as_str)
-                == Some("up")
-        }),
-        "replica did not sync through the slow link"
-    );
-    World {
-        primary,
-        replica,
-        _link: link,
-        front,
-        _rt: rt,
-    }
-}
-
-fn sidecar(w: &World, extra: &[&str]) -> Nearby {
-    let mut args = vec![
-        "--primary".to_string(),
-        format!("redis://{}", w.front.local_addr()),
-        "--primary-region".to_string(),
-        "iad".to_string(),
-        "--replica".to_string(),
-        format!("local={}", w.replica.url()),
-        "--latency-window-ms".to_string(),
-        "1".to_string(),
-        "--probe-interval-ms".to_string(),
-        "200".to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let n = Nearby::start(&argv);
-    assert!(n.wait_ready(Duration::from_secs(5)));
-    // Let probes find the replica nearer than the primary.
-    std::thread::sleep(Duration::from_millis(800));
-    n
-}
+use common::RawConn;
+use common::lagging::{sidecar, world};
 
 /// `pairs` write-then-read pairs on each of `threads` connections; the
 /// read goes through `read_port` on a second connection when `split`.

@@ -416,12 +416,18 @@ fn replica_over_tls() {
         "sidecar not ready:\n{}",
         sidecar.log()
     );
-    set_get(&sidecar, "tls:replicated", "both");
-    // Reads go to the replica once it is healthy.
+    let mut c = RawConn::connect(sidecar.port);
+    assert_eq!(text(&c.cmd(&["SET", "tls:replicated", "both"])), "+OK\r\n");
+    // Replication is asynchronous: wait until the replica has the key.
+    let copied = wait_until(Duration::from_secs(10), || {
+        replica.cli(&pki, &["GET", "tls:replicated"]) == "both"
+    });
+    assert!(copied, "the write did not replicate over TLS");
+    // Reads reach the replica over TLS once the sidecar sees it healthy.
     replica.cli(&pki, &["CONFIG", "RESETSTAT"]);
     let served = wait_until(Duration::from_secs(10), || {
-        let mut c = RawConn::connect(sidecar.port);
-        let _ = c.cmd(&["GET", "tls:replicated"]);
+        let got = text(&c.cmd(&["GET", "tls:replicated"]));
+        assert_eq!(got, "$4\r\nboth\r\n", "GET through the sidecar");
         replica
             .cli(&pki, &["INFO", "commandstats"])
             .contains("cmdstat_get:")

@@ -6,6 +6,9 @@
 //! handle is dropped, including while a test is panicking.
 #![allow(dead_code)]
 
+#[allow(dead_code)]
+pub mod lagging;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
