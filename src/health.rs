@@ -160,7 +160,7 @@ pub async fn probe_loop(shared: Arc<Shared>, up: Arc<Upstream>) {
         if let Err(e) = &ok {
             // A failed probe is a large latency sample, so the cost jumps
             // before the fall count marks the upstream down.
-            up.observe_passive(timeout, Instant::now());
+            up.observe_failure(timeout, Instant::now());
             tracing::debug!(upstream = %up, error = %e, "probe failed");
         }
         if let Some(now) = state.observe(ok.is_ok()) {

@@ -3,11 +3,13 @@
 //!
 //! - Probes: an EWMA of PING round trips with alpha 0.2, as MongoDB drivers
 //!   smooth their RTT (a single outlier moves it by a fifth).
-//! - Passive samples (peak-EWMA, as in linkerd and tower's `PeakEwma`): a
-//!   sample above the estimate replaces it at once, so a slowdown or a
-//!   failure (counted as a large sample) is acted on immediately; samples
-//!   below pull it down by a fifth; without samples it decays towards zero
-//!   with time constant `PASSIVE_TAU`, leaving the probe EWMA in charge.
+//! - Passive samples from real traffic, peak-sensitive (after linkerd's and
+//!   tower's `PeakEwma`): a failure replaces the estimate at once; a slower
+//!   sample closes half the gap, so a real slowdown moves reads within a
+//!   request or two while a single scheduling hiccup on a busy host does
+//!   not; a faster sample closes a fifth of it; without samples the
+//!   estimate decays towards zero with time constant `PASSIVE_TAU`, leaving
+//!   the probe EWMA in charge.
 //!
 //! The cost used to pick a read target is the larger of the two.
 
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 
 pub const PROBE_ALPHA: f64 = 0.2;
 pub const PASSIVE_ALPHA: f64 = 0.2;
+pub const PASSIVE_RISE: f64 = 0.5;
 pub const PASSIVE_TAU: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug)]
@@ -62,15 +65,22 @@ impl Latency {
         }
     }
 
-    /// One request's latency from real traffic, in seconds (a failure is
-    /// reported as a large sample, e.g. the request timeout).
+    /// One request's latency from real traffic, in seconds.
     pub fn passive_sample(&mut self, sample: f64, now: Instant) {
         let current = self.passive_at(now);
-        self.passive = if sample > current {
-            sample
+        let alpha = if sample > current {
+            PASSIVE_RISE
         } else {
-            current + PASSIVE_ALPHA * (sample - current)
+            PASSIVE_ALPHA
         };
+        self.passive = current + alpha * (sample - current);
+        self.passive_at = Some(now);
+    }
+
+    /// A failure (no reply, a timeout): the estimate jumps to `penalty`
+    /// seconds at once, if that is worse.
+    pub fn failure(&mut self, penalty: f64, now: Instant) {
+        self.passive = self.passive_at(now).max(penalty);
         self.passive_at = Some(now);
     }
 
@@ -110,14 +120,19 @@ mod tests {
     }
 
     #[test]
-    fn passive_peak_jumps_up_and_comes_down_gradually() {
+    fn passive_rises_fast_falls_slowly_and_jumps_on_failure() {
         let t0 = Instant::now();
         let mut l = Latency::new();
         assert_eq!(l.cost(t0), None);
         l.passive_sample(0.002, t0);
-        assert!(close(l.cost(t0).unwrap(), 0.002));
+        assert!(close(l.cost(t0).unwrap(), 0.001), "half way up from zero");
+        l.passive_sample(0.002, t0);
+        assert!(close(l.cost(t0).unwrap(), 0.0015));
+        // A slower reply closes half the gap: one hiccup does not double it.
+        l.passive_sample(0.0415, t0);
+        assert!(close(l.cost(t0).unwrap(), 0.0215));
         // A failure counted as 1 s: the cost jumps at once.
-        l.passive_sample(1.0, t0);
+        l.failure(1.0, t0);
         assert!(close(l.cost(t0).unwrap(), 1.0));
         // Good replies bring it down by a fifth of the gap each.
         l.passive_sample(0.0, t0);
@@ -131,7 +146,7 @@ mod tests {
         let t0 = Instant::now();
         let mut l = Latency::new();
         l.probe_sample(0.020);
-        l.passive_sample(0.080, t0);
+        l.failure(0.080, t0);
         assert!(close(l.cost(t0).unwrap(), 0.080));
         // One time constant later: 80 ms * e^-1.
         let t1 = t0 + PASSIVE_TAU;

@@ -67,10 +67,18 @@ fn run(args: &ConfigArgs) -> ExitCode {
         Err(code) => return code,
     };
     init_logs(config.log_format, "info");
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = config.threads {
-        rt.worker_threads(n.max(1));
-    }
+    // One thread: a current-thread runtime, no cross-thread wake-ups (the
+    // cheapest for a sidecar whose app shares its cores). More: a
+    // work-stealing runtime with that many workers.
+    let mut rt = match config.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let rt = match rt.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

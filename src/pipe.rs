@@ -324,7 +324,7 @@ async fn read_loop(
     if lost {
         // Requests lost with the connection: a large sample, so reads move
         // away at once.
-        up.observe_passive(request_timeout, std::time::Instant::now());
+        up.observe_failure(request_timeout, std::time::Instant::now());
     }
     if matches!(err, UpstreamError::Timeout(_)) && up.set_healthy(false) {
         tracing::warn!(upstream = %up, error = %err, "upstream marked down");

@@ -192,6 +192,11 @@ impl Upstream {
         self.with_latency(now, |l| l.passive_sample(latency.as_secs_f64(), now));
     }
 
+    /// A request or probe failed: the cost jumps to `penalty`.
+    pub fn observe_failure(&self, penalty: Duration, now: Instant) {
+        self.with_latency(now, |l| l.failure(penalty.as_secs_f64(), now));
+    }
+
     /// Lets the passive estimate decay while no traffic comes.
     pub fn refresh_cost(&self, now: Instant) {
         self.with_latency(now, |_| {});
