@@ -241,7 +241,7 @@ pub struct ConfigArgs {
     #[arg(long, env = "NEARBY_METRICS", value_name = "on|off")]
     pub metrics: Option<String>,
 
-    /// Runtime worker threads [default: number of CPUs]
+    /// Runtime threads: 1 = a current-thread runtime, more = work-stealing [default: 1]
     #[arg(long, env = "NEARBY_THREADS", value_name = "N")]
     pub threads: Option<usize>,
 

@@ -14,6 +14,8 @@ use crate::framer::Command;
 pub const READONLY: u32 = 1;
 pub const WRITE: u32 = 2;
 pub const BLOCKING: u32 = 4;
+/// The command has subcommands, classified as `name|sub`.
+pub const CONTAINER: u32 = 8;
 
 /// Command flags by lowercase name; subcommands of container commands are
 /// keyed `container|sub` as Redis names them.
@@ -242,6 +244,7 @@ impl CommandTable {
         for name in BUILTIN_BLOCKING {
             *flags.entry(name.as_bytes().into()).or_insert(WRITE) |= BLOCKING;
         }
+        mark_containers(&mut flags);
         CommandTable {
             flags,
             learned: false,
@@ -262,6 +265,7 @@ impl CommandTable {
         if flags.is_empty() {
             return Err("COMMAND reply is empty".into());
         }
+        mark_containers(&mut flags);
         Ok(CommandTable {
             flags,
             learned: true,
@@ -287,7 +291,10 @@ impl CommandTable {
         for (d, s) in key.iter_mut().zip(name) {
             *d = s.to_ascii_lowercase();
         }
-        if let Some(sub) = sub
+        let flags = *self.flags.get(&key[..n])?;
+        // Only containers look further: one hash lookup for GET and SET.
+        if flags & CONTAINER != 0
+            && let Some(sub) = sub
             && !sub.is_empty()
             && n + 1 + sub.len() <= key.len()
         {
@@ -299,7 +306,7 @@ impl CommandTable {
                 return Some(*f);
             }
         }
-        self.flags.get(&key[..n]).copied()
+        Some(flags)
     }
 
     /// A replica answered `-READONLY`: from now on this command is a write.
@@ -307,7 +314,7 @@ impl CommandTable {
         let mut next = self.clone();
         let mut key: Vec<u8> = name.to_ascii_lowercase();
         if let Some(sub) = sub
-            && self.is_container(&key)
+            && self.flags.get(&key[..]).is_some_and(|f| f & CONTAINER != 0)
         {
             key.push(b'|');
             key.extend(sub.to_ascii_lowercase());
@@ -316,11 +323,16 @@ impl CommandTable {
         *f = (*f & !READONLY) | WRITE;
         next
     }
+}
 
-    fn is_container(&self, lower_name: &[u8]) -> bool {
-        let mut prefix = lower_name.to_vec();
-        prefix.push(b'|');
-        self.flags.keys().any(|k| k.starts_with(&prefix))
+/// Sets `CONTAINER` on every command that has `name|sub` entries.
+fn mark_containers(flags: &mut HashMap<Box<[u8]>, u32>) {
+    let parents: Vec<Box<[u8]>> = flags
+        .keys()
+        .filter_map(|k| k.iter().position(|&b| b == b'|').map(|i| k[..i].into()))
+        .collect();
+    for p in parents {
+        *flags.entry(p).or_insert(0) |= CONTAINER;
     }
 }
 
@@ -424,54 +436,62 @@ pub enum Kind {
     Other,
 }
 
-/// The kind of a command already routed: reads are what may go to a
-/// replica; writes are what Redis flags `write`; the rest is other.
-pub fn kind(table: &CommandTable, cmd: &Command, route: Route) -> Kind {
-    if route == Route::Read {
-        return Kind::Read;
-    }
-    match table.lookup(cmd.name(), cmd.arg(1)) {
-        Some(f) if f & WRITE != 0 => Kind::Write,
-        Some(f) if f & READONLY != 0 => Kind::Read,
-        _ => Kind::Other,
-    }
-}
-
-/// Whether a command may change data (read-your-writes tracks these):
-/// Redis's `write` flag, scripts and functions (which carry no flag),
-/// EXEC, and anything Redis did not describe.
-pub fn may_write(table: &CommandTable, cmd: &Command, route: Route, kind: Kind) -> bool {
-    match route {
-        Route::Read | Route::Local(_) => false,
-        _ => {
-            kind == Kind::Write
-                || ["EVAL", "EVALSHA", "FCALL", "EXEC"]
-                    .iter()
-                    .any(|n| cmd.name_eq(n))
-                || table.lookup(cmd.name(), cmd.arg(1)).is_none()
-        }
-    }
+/// One command's route and what metrics and read-your-writes need to know
+/// about it, from a single table lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Classified {
+    pub route: Route,
+    pub kind: Kind,
+    /// May change data: read-your-writes tracks it. Redis's `write` flag,
+    /// scripts and functions (which carry no flag), EXEC, and anything Redis
+    /// did not describe.
+    pub may_write: bool,
 }
 
 /// Classifies one client command. Pure: the session decides what a route
 /// means given its own state (a pinned session sends everything to its
 /// dedicated connection).
 pub fn classify(table: &CommandTable, cmd: &Command) -> Route {
+    classify_full(table, cmd).route
+}
+
+pub fn classify_full(table: &CommandTable, cmd: &Command) -> Classified {
     let name = cmd.name();
+    let flags = table.lookup(name, cmd.arg(1));
     let mut upper = [0u8; 20];
+    let mut route = None;
     if name.len() <= upper.len() {
         for (d, s) in upper.iter_mut().zip(name) {
             *d = s.to_ascii_uppercase();
         }
-        if let Some(route) = special(&upper[..name.len()], cmd) {
-            return route;
-        }
+        route = special(&upper[..name.len()], cmd);
     }
-    let sub = cmd.arg(1);
-    match table.lookup(name, sub) {
+    let route = route.unwrap_or(match flags {
         Some(f) if f & BLOCKING != 0 => Route::Pin(Pin::Blocking),
         Some(f) if f & READONLY != 0 && f & WRITE == 0 => Route::Read,
         _ => Route::Primary,
+    });
+    let kind = match (route, flags) {
+        (Route::Read, _) => Kind::Read,
+        (_, Some(f)) if f & WRITE != 0 => Kind::Write,
+        (_, Some(f)) if f & READONLY != 0 => Kind::Read,
+        _ => Kind::Other,
+    };
+    let may_write = match route {
+        Route::Read | Route::Local(_) => false,
+        _ => {
+            kind == Kind::Write
+                || flags.is_none()
+                || matches!(
+                    &upper[..name.len().min(upper.len())],
+                    b"EVAL" | b"EVALSHA" | b"FCALL" | b"EXEC"
+                )
+        }
+    };
+    Classified {
+        route,
+        kind,
+        may_write,
     }
 }
 

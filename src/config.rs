@@ -326,7 +326,8 @@ pub struct Config {
     pub dns: DnsConfig,
     pub log_format: LogFormat,
     pub metrics: Metrics,
-    /// Runtime worker threads; `None` = the runtime's default.
+    /// Runtime threads; `None` = 1, a current-thread runtime (what measured
+    /// best for a sidecar); more = a work-stealing runtime.
     pub threads: Option<usize>,
 }
 

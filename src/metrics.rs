@@ -57,6 +57,22 @@ pub fn install(enabled: bool) {
     });
 }
 
+/// Histogram samples collect in lock-free buckets until upkeep folds them
+/// into their bucket counts: without it, memory grows with every request
+/// between scrapes. Runs every few seconds while metrics are on.
+pub fn spawn_upkeep() {
+    if let Some(Some(h)) = HANDLE.get() {
+        let h = h.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                h.run_upkeep();
+            }
+        });
+    }
+}
+
 /// The Prometheus text, or `None` when metrics are off.
 pub fn render() -> Option<String> {
     let h = HANDLE.get()?.as_ref()?;

@@ -237,6 +237,7 @@ pub async fn run_until(
 ) -> std::io::Result<()> {
     metrics::install(config.metrics == crate::config::Metrics::On);
     crate::tls::init(&config.tls).map_err(std::io::Error::other)?;
+    metrics::spawn_upkeep();
     let listener = crate::net::listen(config.listen)?;
     let shared = Arc::new(Shared::new(config));
     tracing::info!(

@@ -105,8 +105,36 @@ enum Track {
 
 struct Retry {
     cmd: Command,
-    tried: Vec<usize>,
+    tried: Tried,
     upstream: Arc<Upstream>,
+}
+
+/// Upstream ids a read was sent to (at most three: the first choice, one
+/// retry, the primary after a refusal), inline: no allocation per read.
+#[derive(Clone, Copy, Default)]
+struct Tried {
+    ids: [usize; 3],
+    len: usize,
+}
+
+impl Tried {
+    fn one(id: usize) -> Tried {
+        Tried {
+            ids: [id, 0, 0],
+            len: 1,
+        }
+    }
+
+    fn push(&mut self, id: usize) {
+        if self.len < self.ids.len() {
+            self.ids[self.len] = id;
+            self.len += 1;
+        }
+    }
+
+    fn as_slice(&self) -> &[usize] {
+        &self.ids[..self.len]
+    }
 }
 
 struct Session {
@@ -572,11 +600,11 @@ impl Session {
         let Some(retry) = slot.retry.take() else {
             return false;
         };
-        if retry.tried.len() >= 2 {
+        if retry.tried.len >= 2 {
             return false;
         }
-        let next = self.pick_read(&retry.tried);
-        if retry.tried.contains(&next.id) {
+        let next = self.pick_read(retry.tried.as_slice());
+        if retry.tried.as_slice().contains(&next.id) {
             return false;
         }
         self.resend(seq, retry.cmd, next, retry.tried);
@@ -646,7 +674,7 @@ impl Session {
         }
     }
 
-    fn resend(&mut self, seq: u64, cmd: Command, up: Arc<Upstream>, mut tried: Vec<usize>) {
+    fn resend(&mut self, seq: u64, cmd: Command, up: Arc<Upstream>, mut tried: Tried) {
         tried.push(up.id);
         let pipe = self.pipe_for(&up);
         let data = cmd.raw().clone();
@@ -680,11 +708,10 @@ impl Session {
         if cmd.argc() == 0 {
             return;
         }
-        let table = self.shared.commands.load();
-        let route = command::classify(&table, &cmd);
-        self.cur_kind = command::kind(&table, &cmd, route);
-        self.cur_marks_write = self.ryw && command::may_write(&table, &cmd, route, self.cur_kind);
-        drop(table);
+        let c = command::classify_full(&self.shared.commands.load(), &cmd);
+        let route = c.route;
+        self.cur_kind = c.kind;
+        self.cur_marks_write = self.ryw && c.may_write;
         if !self.authed && !self.allowed_unauthenticated(&cmd) {
             self.push_done(resp::error("NOAUTH Authentication required."));
             return;
@@ -704,7 +731,7 @@ impl Session {
                     slot.track = track;
                     slot.retry = Some(Retry {
                         cmd,
-                        tried: vec![up.id],
+                        tried: Tried::one(up.id),
                         upstream: up,
                     });
                 }

@@ -79,7 +79,7 @@ pub struct RequestFramer {
     /// Bulk strings still expected in the current multibulk.
     remaining: usize,
     /// `(start, end)` of each argument parsed so far, relative to the frame.
-    args: Vec<(usize, usize)>,
+    args: Spans,
     /// Bytes examined while looking for line ends, over the framer's life.
     scanned: u64,
 }
@@ -93,7 +93,7 @@ impl RequestFramer {
             pos: 0,
             scan_from: 0,
             remaining: 0,
-            args: Vec::new(),
+            args: Spans::new(),
             scanned: 0,
         }
     }
@@ -155,7 +155,9 @@ impl RequestFramer {
                     }
                     let count = count as usize;
                     self.remaining = count;
-                    self.args = Vec::with_capacity(count.min(ARGS_PREALLOC_MAX));
+                    // Short commands (GET, SET ...) keep their spans inline:
+                    // no allocation per request.
+                    self.args = Spans::with_capacity(count.min(ARGS_PREALLOC_MAX));
                     self.pos = cr + 2;
                     self.scan_from = self.pos;
                     self.state = State::BulkLen;
@@ -376,8 +378,12 @@ pub struct Command {
     /// Always `*N\r\n` followed by N bulk strings.
     raw: Bytes,
     /// `(start, end)` of each argument within `raw`.
-    args: Vec<(usize, usize)>,
+    args: Spans,
 }
+
+/// Argument spans, inline up to `INLINE_ARGS` (a SET with an expiry fits).
+type Spans = smallvec::SmallVec<[(usize, usize); INLINE_ARGS]>;
+const INLINE_ARGS: usize = 5;
 
 impl Command {
     /// Builds an encoded command, e.g. the AUTH/SELECT/HELLO the proxy sends
@@ -392,7 +398,7 @@ impl Command {
         out.put_u8(b'*');
         put_decimal(&mut out, args.len());
         out.put_slice(b"\r\n");
-        let mut spans = Vec::with_capacity(args.len());
+        let mut spans = Spans::with_capacity(args.len());
         for arg in args {
             out.put_u8(b'$');
             put_decimal(&mut out, arg.len());
