@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::command::{self, Kind, Local, Pin, Route};
-use crate::config::{Consistency, ConsistencyScope, ReadFrom};
+use crate::config::{Consistency, ConsistencyScope, ReadFrom, SubscribeFrom};
 use crate::consistency::{Need, Tracker, fresh_enough};
 use crate::dedicated::{DRequest, Dedicated, Expect};
 use crate::framer::{Command, RequestFramer, RequestLimits};
@@ -717,8 +717,35 @@ impl Session {
             return;
         }
         if self.pinned() {
-            self.dispatch_pinned(cmd, route);
-            return;
+            // A RESP3 client subscribed through a replica may run any
+            // command meanwhile: those must not go to the replica's
+            // connection (a write would be refused there); they take the
+            // normal routes. RESP2 allows only pub/sub commands while
+            // subscribed, and the replica answers the rest as Redis does.
+            let pubsub_only = matches!(
+                route,
+                Route::Pin(Pin::Subscribe(_))
+                    | Route::Local(
+                        Local::Unsubscribe(_)
+                            | Local::Ping
+                            | Local::Quit
+                            | Local::Reset
+                            | Local::SetName
+                            | Local::GetName
+                            | Local::ClientReply
+                    )
+            );
+            if !(self.subscribed_on_replica() && self.proto == Proto::Resp3 && !pubsub_only) {
+                self.dispatch_pinned(cmd, route);
+                return;
+            }
+            if let Route::Pin(_) = route {
+                self.push_done(resp::error(&format!(
+                    "ERR nearby: '{}' while subscribed through a replica is not supported (subscribe_from = \"nearest\"); unsubscribe first",
+                    String::from_utf8_lossy(cmd.name())
+                )));
+                return;
+            }
         }
         match route {
             Route::Read => {
@@ -743,6 +770,16 @@ impl Session {
                 // Without MULTI, Redis answers with an error and keeps no
                 // state: the shared pipe is fine.
                 self.send_to_primary(cmd)
+            }
+            Route::Pin(p @ Pin::Subscribe(_))
+                if self.shared.config().routing.subscribe_from == SubscribeFrom::Nearest =>
+            {
+                // Subscribing on the nearest replica: PUBLISH on the primary
+                // reaches it by replication (its reply then counts only the
+                // primary's own subscribers).
+                let target = self.pick_read(&[]);
+                self.ensure_dedicated_to(target);
+                self.dispatch_pinned(cmd, Route::Pin(p));
             }
             Route::Pin(p) => {
                 self.ensure_dedicated();
@@ -783,25 +820,39 @@ impl Session {
         p
     }
 
+    /// The dedicated connection, to the primary: everything stateful but
+    /// subscriptions (see `subscribe_from`) lives there.
     fn ensure_dedicated(&mut self) {
+        let primary = self.shared.topology.load().primary.clone();
+        self.ensure_dedicated_to(primary);
+    }
+
+    fn ensure_dedicated_to(&mut self, target: Arc<Upstream>) {
         if let Some(d) = &self.ded
             && d.db == self.db
             && d.proto == self.proto
+            && (d.upstream.id == target.id || self.pinned())
         {
             return;
         }
-        let primary = self.shared.topology.load().primary.clone();
         let hs = Handshake {
             auth: self.identity.clone(),
             db: self.db,
             proto: Some(self.proto),
         };
         self.ded = Some(Dedicated::open(
-            primary,
+            target,
             hs,
             self.shared.timeouts,
             self.events_tx.clone(),
         ));
+    }
+
+    /// Subscribed through a replica (`subscribe_from = nearest`).
+    fn subscribed_on_replica(&self) -> bool {
+        self.ded
+            .as_ref()
+            .is_some_and(|d| d.upstream.role == Role::Replica)
     }
 
     fn send_dedicated(&mut self, cmd: Command, expect: Expect, hook: Hook) {

@@ -339,3 +339,47 @@ fn client_auth_passes_through_to_the_primary() {
     let mut d = RawConn::connect(nearby.port);
     assert_eq!(d.cmd(&["ACL", "WHOAMI"]), b"$7\r\ndefault\r\n");
 }
+
+#[test]
+fn subscribe_from_nearest_subscribes_on_the_replica() {
+    let cluster = Cluster::start(1);
+    let nearby = Nearby::start_for(&cluster, &["--subscribe-from", "nearest"]);
+    let mut sub = RawConn::connect(nearby.port);
+    assert!(sub.cmd(&["HELLO", "3"]).starts_with(b"%7\r\n"));
+    sub.send(&resp(&["SUBSCRIBE", "near"]));
+    assert_eq!(
+        sub.read_reply(),
+        b">3\r\n$9\r\nsubscribe\r\n$4\r\nnear\r\n:1\r\n"
+    );
+    // The subscription lives on the replica, not on the primary.
+    assert_eq!(
+        cluster.replicas[0].query(&["PUBSUB", "NUMSUB", "near"]),
+        b"*2\r\n$4\r\nnear\r\n:1\r\n"
+    );
+    assert_eq!(
+        cluster.primary.query(&["PUBSUB", "NUMSUB", "near"]),
+        b"*2\r\n$4\r\nnear\r\n:0\r\n"
+    );
+    // PUBLISH on the primary reaches it through replication (its count is
+    // the primary's own subscribers: 0).
+    let mut p = RawConn::connect(nearby.port);
+    assert_eq!(p.cmd(&["PUBLISH", "near", "hi"]), b":0\r\n");
+    assert_eq!(
+        sub.read_reply(),
+        b">3\r\n$7\r\nmessage\r\n$4\r\nnear\r\n$2\r\nhi\r\n"
+    );
+    // While subscribed, a RESP3 client's writes still reach the primary.
+    assert_eq!(sub.cmd(&["SET", "while-subscribed", "1"]), b"+OK\r\n");
+    assert_eq!(
+        cluster.primary.query(&["GET", "while-subscribed"]),
+        b"$1\r\n1\r\n"
+    );
+    assert_eq!(
+        sub.cmd(&["UNSUBSCRIBE", "near"]),
+        b">3\r\n$11\r\nunsubscribe\r\n$4\r\nnear\r\n:0\r\n"
+    );
+    // Then MULTI goes to the primary as usual.
+    assert_eq!(sub.cmd(&["MULTI"]), b"+OK\r\n");
+    assert_eq!(sub.cmd(&["INCR", "n"]), b"+QUEUED\r\n");
+    assert_eq!(sub.cmd(&["EXEC"]), b"*1\r\n:1\r\n");
+}
