@@ -78,36 +78,70 @@ struct Server {
     child: Child,
 }
 
+/// Starts a redis-server on a free port and waits until it answers. The
+/// port is free when picked but another process may take it before Redis
+/// binds it: then Redis exits, and another port is tried.
 async fn start_redis(
     bin: &Path,
     dir: &Path,
     region: &Region,
     replica_of: Option<SocketAddr>,
-) -> std::io::Result<Server> {
-    let port = free_port()?;
-    let rdir = dir.join(&region.name);
-    std::fs::create_dir_all(&rdir)?;
-    let mut cmd = Command::new(bin);
-    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-        .args(["--repl-diskless-sync-delay", "0"])
-        .arg("--dir")
-        .arg(&rdir)
-        .arg("--logfile")
-        .arg(rdir.join("redis.log"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    if let Some(p) = replica_of {
-        cmd.args(["--replicaof", &p.ip().to_string(), &p.port().to_string()]);
+) -> Result<Server, String> {
+    let mut last = String::new();
+    for _ in 0..5 {
+        let port = free_port().map_err(|e| e.to_string())?;
+        let rdir = dir.join(&region.name);
+        std::fs::create_dir_all(&rdir).map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(bin);
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(["--repl-diskless-sync-delay", "0"])
+            .arg("--dir")
+            .arg(&rdir)
+            .arg("--logfile")
+            .arg(rdir.join("redis.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        if let Some(p) = replica_of {
+            cmd.args(["--replicaof", &p.ip().to_string(), &p.port().to_string()]);
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let end = Instant::now() + Duration::from_secs(10);
+        last.clear();
+        while Instant::now() < end {
+            if let Ok(Some(status)) = child.try_wait() {
+                last = format!(
+                    "redis-server for {} exited ({status}); see {}",
+                    region.name,
+                    rdir.join("redis.log").display()
+                );
+                break;
+            }
+            if query(port, &[b"PING"])
+                .await
+                .is_ok_and(|r| r.starts_with("+PONG"))
+            {
+                return Ok(Server {
+                    region: region.clone(),
+                    port,
+                    child,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if last.is_empty() {
+            last = format!(
+                "redis-server for {} did not answer within 10 s",
+                region.name
+            );
+        }
+        let _ = child.kill().await;
     }
-    let child = cmd.spawn()?;
-    Ok(Server {
-        region: region.clone(),
-        port,
-        child,
-    })
+    Err(last)
 }
 
 /// One command on a fresh connection; the reply's text.
@@ -180,35 +214,16 @@ async fn lab(args: &LabArgs, bin: &Path, dir: &Path, regions: &[Region]) -> Resu
     // link is as long as the replica's and the primary's distances added
     // (both regions reach each other through this host's "network").
     let primary_region = &regions[0];
-    let mut servers = vec![
-        start_redis(bin, dir, primary_region, None)
-            .await
-            .map_err(io)?,
-    ];
+    let mut servers = vec![start_redis(bin, dir, primary_region, None).await?];
     let primary_addr: SocketAddr = ([127, 0, 0, 1], servers[0].port).into();
     let mut relays = Vec::new();
     for region in &regions[1..] {
         let link = Relay::start(any, primary_addr, primary_region.rtt + region.rtt)
             .await
             .map_err(io)?;
-        let server = start_redis(bin, dir, region, Some(link.local_addr()))
-            .await
-            .map_err(io)?;
+        let server = start_redis(bin, dir, region, Some(link.local_addr())).await?;
         relays.push(link);
         servers.push(server);
-    }
-    for s in &servers {
-        let port = s.port;
-        wait_for(
-            &format!("redis-server for {}", s.region.name),
-            Duration::from_secs(10),
-            async || {
-                query(port, &[b"PING"])
-                    .await
-                    .is_ok_and(|r| r.starts_with("+PONG"))
-            },
-        )
-        .await?;
     }
     for s in &servers[1..] {
         let port = s.port;

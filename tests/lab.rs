@@ -29,6 +29,8 @@ fn alive(pid: u32) -> bool {
 fn the_lab_serves_and_stops_cleanly_on_sigint() {
     let port = free_port();
     let admin = free_port();
+    let logdir = tempfile::tempdir().unwrap();
+    let log = logdir.path().join("lab.log");
     let mut lab = Command::new(env!("CARGO_BIN_EXE_nearby"))
         .args([
             "lab",
@@ -42,14 +44,18 @@ fn the_lab_serves_and_stops_cleanly_on_sigint() {
             "0",
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
         .spawn()
         .expect("spawn nearby lab");
     let pid = lab.id();
     let ready = wait_until(Duration::from_secs(30), || {
         matches!(http_get(admin, "/readyz"), Ok((200, _)))
     });
-    assert!(ready, "the lab did not become ready");
+    assert!(
+        ready,
+        "the lab did not become ready:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     let servers = children(pid);
     assert_eq!(servers.len(), 3, "three redis-servers: {servers:?}");
 
