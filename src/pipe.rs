@@ -234,6 +234,9 @@ async fn read_loop(
     // causes itself (a 10,000-command burst must not look like a far
     // upstream).
     let mut prev_read = Instant::now();
+    let tick = (request_timeout / 8).clamp(Duration::from_millis(5), Duration::from_millis(250));
+    let mut timeout_check = tokio::time::interval(tick);
+    timeout_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let err = 'conn: loop {
         let mut first_sent: Option<Instant> = None;
         let now = Instant::now();
@@ -284,7 +287,6 @@ async fn read_loop(
         while let Ok(e) = inflight_rx.try_recv() {
             pending.push_back(e);
         }
-        let deadline = pending.front().map(|p| p.sent + request_timeout);
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(16 * 1024);
         }
@@ -298,8 +300,13 @@ async fn read_loop(
                 Some(e) => pending.push_back(e),
                 None => break UpstreamError::Lost("writer stopped".into()),
             },
-            _ = sleep_until_opt(deadline) => {
-                break UpstreamError::Timeout(request_timeout.as_millis() as u64);
+            // The oldest request's age is checked on a coarse tick rather
+            // than with a timer per request: arming and cancelling a timer
+            // on every read costs more than the whole check.
+            _ = timeout_check.tick() => {
+                if pending.front().is_some_and(|p| p.sent + request_timeout <= Instant::now()) {
+                    break UpstreamError::Timeout(request_timeout.as_millis() as u64);
+                }
             }
             e = &mut stop => {
                 break e.unwrap_or_else(|_| UpstreamError::Lost("writer stopped".into()));

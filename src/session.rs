@@ -619,6 +619,10 @@ impl Session {
             self.shared.metrics.fallback(Fallback::ReadFromPrimary);
             return topo.primary.clone();
         }
+        if topo.replicas.is_empty() {
+            self.shared.metrics.fallback(Fallback::NoReplicas);
+            return topo.primary.clone();
+        }
         let need = self.read_need();
         if need != Need::Any
             && (need == Need::Primary
@@ -688,7 +692,7 @@ impl Session {
             });
         }
         self.cur_kind = Kind::Read;
-        self.send_pipe(&pipe, seq, data);
+        self.send_pipe(pipe, seq, data);
     }
 
     // === routing ===
@@ -762,7 +766,7 @@ impl Session {
                         upstream: up,
                     });
                 }
-                self.send_pipe(&pipe, seq, data);
+                self.send_pipe(pipe, seq, data);
             }
             Route::Primary => self.send_to_primary(cmd),
             Route::Local(l) => self.local(l, cmd),
@@ -792,32 +796,35 @@ impl Session {
         let up = self.shared.topology.load().primary.clone();
         let pipe = self.pipe_for(&up);
         let seq = self.new_slot(false, Hook::None);
-        self.send_pipe(&pipe, seq, cmd.into_raw());
+        self.send_pipe(pipe, seq, cmd.into_raw());
     }
 
-    fn send_pipe(&mut self, pipe: &PipeHandle, seq: u64, data: Bytes) {
+    /// Sends on this session's cached pipe number `pipe` (see `pipe_for`).
+    fn send_pipe(&mut self, pipe: usize, seq: u64, data: Bytes) {
         let req = Request {
             seq,
             data,
             reply_to: self.events_tx.clone(),
             kind: self.cur_kind,
         };
-        if pipe.send(req).is_err() {
+        if self.pipes[pipe].3.send(req).is_err() {
             self.complete(seq, resp::error("ERR nearby: shutting down"));
         }
     }
 
-    fn pipe_for(&mut self, up: &Arc<Upstream>) -> PipeHandle {
-        if let Some((_, _, _, p)) = self
+    /// The index, in this session's cache, of the shared pipe to `up` for
+    /// the session's db and protocol (looked up in the upstream once).
+    fn pipe_for(&mut self, up: &Arc<Upstream>) -> usize {
+        if let Some(i) = self
             .pipes
             .iter()
-            .find(|(id, db, proto, _)| *id == up.id && *db == self.db && *proto == self.proto)
+            .position(|(id, db, proto, _)| *id == up.id && *db == self.db && *proto == self.proto)
         {
-            return p.clone();
+            return i;
         }
         let p = self.shared.pipe(up, self.db, self.proto);
-        self.pipes.push((up.id, self.db, self.proto, p.clone()));
-        p
+        self.pipes.push((up.id, self.db, self.proto, p));
+        self.pipes.len() - 1
     }
 
     /// The dedicated connection, to the primary: everything stateful but

@@ -445,7 +445,23 @@ impl Nearby {
         let args = Self::cluster_args(cluster);
         let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
         all.extend_from_slice(extra);
-        Self::start(&all)
+        let n = Self::start(&all);
+        // Until every upstream has been probed once, unmeasured replicas
+        // lose to a measured primary; routing tests start from a measured
+        // world (on a loaded machine the first probes can lag the PING).
+        n.wait_measured(Duration::from_secs(5));
+        n
+    }
+
+    /// Waits until `/status` shows an RTT for every upstream.
+    pub fn wait_measured(&self, timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            let Ok((200, body)) = self.http_get("/status") else {
+                return false;
+            };
+            // Every upstream object carries "rtt_ms"; unmeasured ones are null.
+            body.contains("\"rtt_ms\":") && !body.contains("\"rtt_ms\":null")
+        })
     }
 
     /// The arguments [`Nearby::start_for`] passes for `cluster`.
