@@ -23,6 +23,29 @@ use crate::topology::{Role, Topology, Upstream};
 use crate::upstream::Handshake;
 use crate::url::{Host, RedisUrl};
 
+/// An upstream for a config entry; an IP literal needs no resolving, a
+/// name is resolved at connect time until discovery pins its addresses.
+fn new_upstream(
+    id: usize,
+    entry: usize,
+    role: Role,
+    region: &str,
+    url: &RedisUrl,
+) -> Arc<Upstream> {
+    let addr = match url.host {
+        Host::Ip(ip) => Some(SocketAddr::new(ip, url.port)),
+        Host::Name(_) => None,
+    };
+    Arc::new(Upstream::new(
+        id,
+        entry,
+        role,
+        region.to_string(),
+        url.clone(),
+        addr,
+    ))
+}
+
 /// How long fast offset polling continues after the last read that waited.
 const RYW_DEMAND_HOLD_MS: u64 = 1000;
 
@@ -60,19 +83,13 @@ impl Shared {
     pub fn new(config: Config) -> Shared {
         let ids = AtomicUsize::new(0);
         let make = |entry, role, region: &str, url: &RedisUrl| {
-            let addr = match url.host {
-                Host::Ip(ip) => Some(SocketAddr::new(ip, url.port)),
-                Host::Name(_) => None,
-            };
-            let id = ids.fetch_add(1, Ordering::Relaxed);
-            Arc::new(Upstream::new(
-                id,
+            new_upstream(
+                ids.fetch_add(1, Ordering::Relaxed),
                 entry,
                 role,
-                region.to_string(),
-                url.clone(),
-                addr,
-            ))
+                region,
+                url,
+            )
         };
         let primary = make(
             0,
@@ -138,19 +155,8 @@ impl Shared {
         region: &str,
         url: &RedisUrl,
     ) -> Arc<Upstream> {
-        let addr = match url.host {
-            Host::Ip(ip) => Some(SocketAddr::new(ip, url.port)),
-            Host::Name(_) => None,
-        };
         let id = self.next_upstream_id.fetch_add(1, Ordering::Relaxed);
-        Arc::new(Upstream::new(
-            id,
-            entry,
-            role,
-            region.to_string(),
-            url.clone(),
-            addr,
-        ))
+        new_upstream(id, entry, role, region, url)
     }
 
     pub fn store_config(&self, config: Config) {
