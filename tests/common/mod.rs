@@ -453,14 +453,27 @@ impl Nearby {
         n
     }
 
-    /// Waits until `/status` shows an RTT for every upstream.
+    /// Waits until `/status` shows an RTT for every upstream, every one
+    /// usable, and (with replicas) reads going to a replica: the steady
+    /// state of an equidistant loopback cluster.
     pub fn wait_measured(&self, timeout: Duration) -> bool {
         wait_until(timeout, || {
             let Ok((200, body)) = self.http_get("/status") else {
                 return false;
             };
-            // Every upstream object carries "rtt_ms"; unmeasured ones are null.
-            body.contains("\"rtt_ms\":") && !body.contains("\"rtt_ms\":null")
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
+                return false;
+            };
+            let ups = v["upstreams"].as_array().cloned().unwrap_or_default();
+            let measured = ups
+                .iter()
+                .all(|u| !u["rtt_ms"].is_null() && u["unusable"].is_null());
+            let has_replica = ups.iter().any(|u| u["role"] == "replica");
+            let target = &v["reads_go_to"];
+            measured
+                && (!has_replica
+                    || target["role"] == "replica"
+                    || target["fallback"] == "read_from_primary")
         })
     }
 
