@@ -77,12 +77,11 @@ pub fn spawn(up: Arc<Upstream>, hs: Handshake, timeouts: Timeouts) -> PipeHandle
     PipeHandle { tx }
 }
 
-fn fail(up: &Upstream, req: Request, error: &Arc<str>) {
+fn fail(req: Request, error: &Arc<str>) {
     let _ = req.reply_to.send(Event::Failed {
         seq: req.seq,
         error: error.clone(),
     });
-    let _ = up;
 }
 
 fn describe(up: &Upstream, err: &UpstreamError) -> Arc<str> {
@@ -124,7 +123,7 @@ async fn run(
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => break,
                 req = rx.recv() => match req {
-                    Some(req) => fail(&up, req, &text),
+                    Some(req) => fail(req, &text),
                     None => return,
                 },
             }
@@ -177,7 +176,7 @@ async fn serve(
                 let mut dead = None;
                 for req in batch.drain(..) {
                     if let Some(err) = &dead {
-                        fail(up, req, err);
+                        fail(req, err);
                         continue;
                     }
                     let entry = InFlight {
