@@ -116,3 +116,66 @@ fn sidecar_scope_covers_writes_on_other_connections_and_reads_stay_monotonic() {
     }
     writer.join().unwrap();
 }
+
+#[test]
+fn a_replica_beyond_max_staleness_serves_no_reads() {
+    let w = world();
+    // Offsets are sampled every probe (200 ms here), so the lag estimate of
+    // a replica ~300 ms behind moves between ~100 and ~500 ms: a 50 ms
+    // bound is exceeded at every sample.
+    let nearby = sidecar(&w, &["--max-staleness-ms", "50"]);
+    let port = nearby.port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut c = RawConn::connect(port);
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 100_000 {
+                c.cmd(&["SET", "busy", &i.to_string()]);
+                i += 1;
+            }
+        })
+    };
+    let unusable = || -> Option<String> {
+        let (_, body) = nearby.http_get("/status").ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["upstreams"]
+            .as_array()?
+            .iter()
+            .find(|u| u["role"] == "replica")
+            .map(|u| u["unusable"].as_str().unwrap_or("usable").to_string())
+    };
+    // Writes keep the replica ~300 ms behind: beyond the bound.
+    let stale = common::wait_until(Duration::from_secs(5), || {
+        unusable().as_deref() == Some("stale")
+    });
+    assert!(stale, "the lagging replica was never marked stale");
+    w.replica.reset_stats();
+    let fallbacks = || -> f64 {
+        nearby
+            .metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix("nearby_read_fallbacks_total{reason=\"all_stale\"} "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let before = fallbacks();
+    let mut r = RawConn::connect(nearby.port);
+    for _ in 0..20 {
+        r.cmd(&["GET", "busy"]);
+    }
+    let after = fallbacks();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    assert_eq!(w.replica.calls("get"), 0, "a stale replica served reads");
+    assert_eq!(
+        after - before,
+        20.0,
+        "reads to the primary counted as all_stale"
+    );
+    // Once writes stop it catches up and serves again.
+    assert!(common::wait_until(Duration::from_secs(5), || unusable()
+        .as_deref()
+        == Some("usable")));
+}
