@@ -49,6 +49,9 @@ pub struct Dedicated {
     pub upstream: Arc<Upstream>,
     pub db: u32,
     pub proto: Proto,
+    /// Identifies this connection in its `Closed` event: a session that
+    /// has replaced it ignores a late one.
+    pub conn: u64,
 }
 
 impl Dedicated {
@@ -60,15 +63,18 @@ impl Dedicated {
         timeouts: Timeouts,
         events: EventTx,
     ) -> Dedicated {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let conn = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         let db = hs.db;
         let proto = hs.proto.unwrap_or(Proto::Resp2);
-        tokio::spawn(run(up.clone(), hs, timeouts, rx, events));
+        tokio::spawn(run(up.clone(), hs, timeouts, rx, events, conn));
         Dedicated {
             tx,
             upstream: up,
             db,
             proto,
+            conn,
         }
     }
 
@@ -92,6 +98,7 @@ async fn run(
     timeouts: Timeouts,
     mut rx: mpsc::UnboundedReceiver<DRequest>,
     events: EventTx,
+    conn: u64,
 ) {
     let proto = hs.proto.unwrap_or(Proto::Resp2);
     let err = match upstream::open(&up, &hs, timeouts.connect).await {
@@ -113,7 +120,7 @@ async fn run(
             error: text.clone(),
         });
     }
-    let _ = events.send(Event::Closed { error: text });
+    let _ = events.send(Event::Closed { error: text, conn });
 }
 
 /// Pub/sub bookkeeping from confirmation frames.

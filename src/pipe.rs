@@ -39,7 +39,7 @@ pub enum Event {
     /// frames (SUBSCRIBE) has been passed.
     Passed { seq: u64 },
     /// The dedicated connection is gone.
-    Closed { error: Arc<str> },
+    Closed { error: Arc<str>, conn: u64 },
 }
 
 pub type EventTx = mpsc::UnboundedSender<Event>;

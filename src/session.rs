@@ -535,7 +535,10 @@ impl Session {
                     }
                 }
             }
-            Event::Closed { error } => {
+            Event::Closed { conn, .. } if self.ded.as_ref().is_none_or(|d| d.conn != conn) => {
+                // A connection this session already let go of.
+            }
+            Event::Closed { error, .. } => {
                 let stateful = self.in_multi
                     || self.watching
                     || self.subscribed
