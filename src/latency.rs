@@ -4,7 +4,8 @@
 //! - Probes: an EWMA of PING round trips with alpha 0.2, as MongoDB drivers
 //!   smooth their RTT (a single outlier moves it by a fifth).
 //! - Passive samples from real traffic, peak-sensitive (after linkerd's and
-//!   tower's `PeakEwma`): a failure replaces the estimate at once; a slower
+//!   tower's `PeakEwma`): a failure raises the estimate at once (x4, at
+//!   least 100 ms, compounding while failures repeat); a slower
 //!   sample closes half the gap, so a real slowdown moves reads within a
 //!   request or two while a single scheduling hiccup on a busy host does
 //!   not; a faster sample closes a fifth of it; without samples the
@@ -18,6 +19,8 @@ use std::time::{Duration, Instant};
 pub const PROBE_ALPHA: f64 = 0.2;
 pub const PASSIVE_ALPHA: f64 = 0.2;
 pub const PASSIVE_RISE: f64 = 0.5;
+/// The least a failure raises the cost to, in seconds.
+pub const FAILURE_FLOOR: f64 = 0.1;
 pub const PASSIVE_TAU: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug)]
@@ -77,9 +80,17 @@ impl Latency {
         self.passive_at = Some(now);
     }
 
-    /// A failure (no reply, a timeout): the estimate jumps to `penalty`
-    /// seconds at once, if that is worse.
-    pub fn failure(&mut self, penalty: f64, now: Instant) {
+    /// A failure (no reply, a timeout): the estimate jumps at once to four
+    /// times the current cost, at least `FAILURE_FLOOR` and at most
+    /// `ceiling` (the timeout that failed). Large enough to move reads to
+    /// any near alternative at once, not so large that one transient failure
+    /// sends reads to a far region for many seconds; repeated failures
+    /// compound, and the health check takes a dead upstream out anyway.
+    pub fn failure(&mut self, ceiling: f64, now: Instant) {
+        let current = self.cost(now).unwrap_or(0.0);
+        let penalty = (current * 4.0)
+            .max(FAILURE_FLOOR)
+            .min(ceiling.max(FAILURE_FLOOR));
         self.passive = self.passive_at(now).max(penalty);
         self.passive_at = Some(now);
     }
@@ -131,7 +142,12 @@ mod tests {
         // A slower reply closes half the gap: one hiccup does not double it.
         l.passive_sample(0.0415, t0);
         assert!(close(l.cost(t0).unwrap(), 0.0215));
-        // A failure counted as 1 s: the cost jumps at once.
+        // A failure: at least 100 ms at once.
+        l.failure(1.0, t0);
+        assert!(close(l.cost(t0).unwrap(), 0.1));
+        // Repeated failures compound (x4), up to the timeout.
+        l.failure(1.0, t0);
+        assert!(close(l.cost(t0).unwrap(), 0.4));
         l.failure(1.0, t0);
         assert!(close(l.cost(t0).unwrap(), 1.0));
         // Good replies bring it down by a fifth of the gap each.
@@ -146,11 +162,11 @@ mod tests {
         let t0 = Instant::now();
         let mut l = Latency::new();
         l.probe_sample(0.020);
-        l.failure(0.080, t0);
-        assert!(close(l.cost(t0).unwrap(), 0.080));
-        // One time constant later: 80 ms * e^-1.
+        l.passive_sample(0.140, t0);
+        assert!(close(l.cost(t0).unwrap(), 0.070));
+        // One time constant later: 70 ms * e^-1, still above the probe.
         let t1 = t0 + PASSIVE_TAU;
-        assert!(close(l.cost(t1).unwrap(), 0.080 * (-1.0f64).exp()));
+        assert!(close(l.cost(t1).unwrap(), 0.070 * (-1.0f64).exp()));
         // Long after, the probe RTT is what is left.
         let t2 = t0 + PASSIVE_TAU * 10;
         assert!(close(l.cost(t2).unwrap(), 0.020));

@@ -192,9 +192,10 @@ impl Upstream {
         self.with_latency(now, |l| l.passive_sample(latency.as_secs_f64(), now));
     }
 
-    /// A request or probe failed: the cost jumps to `penalty`.
-    pub fn observe_failure(&self, penalty: Duration, now: Instant) {
-        self.with_latency(now, |l| l.failure(penalty.as_secs_f64(), now));
+    /// A request or probe failed after waiting up to `timeout`: the cost
+    /// jumps at once (see `Latency::failure`).
+    pub fn observe_failure(&self, timeout: Duration, now: Instant) {
+        self.with_latency(now, |l| l.failure(timeout.as_secs_f64(), now));
     }
 
     /// Lets the passive estimate decay while no traffic comes.
