@@ -933,7 +933,8 @@ impl Session {
                 if self.shared.config().security.requirepass.is_some() {
                     self.local(Local::Auth, cmd);
                 } else {
-                    let hook = auth_hook(&cmd, None);
+                    let hook = auth_args(&cmd)
+                        .map_or(Hook::None, |(user, pass)| Hook::Identity(user, pass, None));
                     self.send_dedicated(cmd, Expect::One { blocking: false }, hook);
                 }
             }
@@ -1261,20 +1262,12 @@ impl Session {
     }
 
     fn auth(&mut self, cmd: Command) {
-        let (user, pass) = match cmd.argc() {
-            2 => (None, cmd.arg(1).unwrap_or(b"")),
-            3 => (
-                Some(String::from_utf8_lossy(cmd.arg(1).unwrap_or(b"")).into_owned()),
-                cmd.arg(2).unwrap_or(b""),
-            ),
-            _ => {
-                self.push_done(resp::error(
-                    "ERR wrong number of arguments for 'auth' command",
-                ));
-                return;
-            }
+        let Some((user, pass)) = auth_args(&cmd) else {
+            self.push_done(resp::error(
+                "ERR wrong number of arguments for 'auth' command",
+            ));
+            return;
         };
-        let pass = String::from_utf8_lossy(pass).into_owned();
         if self.shared.config().security.requirepass.is_some() {
             match self.check_requirepass(user.as_deref(), &pass) {
                 Ok(()) => {
@@ -1295,12 +1288,14 @@ impl Session {
     }
 }
 
-fn auth_hook(cmd: &Command, proto: Option<Proto>) -> Hook {
+/// `AUTH [username] password`: the credentials, or `None` for a wrong
+/// number of arguments.
+fn auth_args(cmd: &Command) -> Option<(Option<String>, String)> {
     let s = |i| String::from_utf8_lossy(cmd.arg(i).unwrap_or(b"")).into_owned();
     match cmd.argc() {
-        2 => Hook::Identity(None, s(1), proto),
-        3 => Hook::Identity(Some(s(1)), s(2), proto),
-        _ => Hook::None,
+        2 => Some((None, s(1))),
+        3 => Some((Some(s(1)), s(2))),
+        _ => None,
     }
 }
 
