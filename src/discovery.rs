@@ -15,7 +15,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::server::Shared;
@@ -182,15 +181,13 @@ fn apply(shared: &Arc<Shared>, resolved: &[(usize, Vec<SocketAddr>)]) {
             let Some(cfg) = entry.checked_sub(1).and_then(|i| config.replicas.get(i)) else {
                 continue;
             };
-            let id = shared.next_upstream_id.fetch_add(1, Ordering::Relaxed);
-            replicas.push(Arc::new(Upstream::new(
-                id,
+            replicas.push(shared.make_upstream_at(
                 *entry,
                 Role::Replica,
-                cfg.region.clone(),
-                cfg.url.clone(),
-                Some(*addr),
-            )));
+                &cfg.region,
+                &cfg.url,
+                *addr,
+            ));
         }
         // Config order, then address order within an entry.
         replicas.sort_by_key(|u| (u.entry(), u.addr));

@@ -65,7 +65,7 @@ pub struct Shared {
     pub offsets: Mutex<OffsetHistory>,
     next_client_id: AtomicU64,
     /// Ids for upstreams that discovery adds later.
-    pub next_upstream_id: AtomicUsize,
+    next_upstream_id: AtomicUsize,
     pub clients: AtomicUsize,
     pub metrics: metrics::Global,
     /// Read-your-writes: when reads last waited for offsets (ms since
@@ -157,6 +157,26 @@ impl Shared {
     ) -> Arc<Upstream> {
         let id = self.next_upstream_id.fetch_add(1, Ordering::Relaxed);
         new_upstream(id, entry, role, region, url)
+    }
+
+    /// A new upstream with a fresh id at an address discovery resolved.
+    pub fn make_upstream_at(
+        &self,
+        entry: usize,
+        role: Role,
+        region: &str,
+        url: &RedisUrl,
+        addr: SocketAddr,
+    ) -> Arc<Upstream> {
+        let id = self.next_upstream_id.fetch_add(1, Ordering::Relaxed);
+        Arc::new(Upstream::new(
+            id,
+            entry,
+            role,
+            region.to_string(),
+            url.clone(),
+            Some(addr),
+        ))
     }
 
     pub fn store_config(&self, config: Config) {
