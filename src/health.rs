@@ -83,6 +83,19 @@ impl Control {
         })
     }
 
+    /// `call`, with an error reply (a refusal) returned as an error.
+    pub async fn call_ok(
+        &mut self,
+        args: &[&[u8]],
+        timeout: Duration,
+    ) -> Result<Reply, UpstreamError> {
+        let reply = self.call(args, timeout).await?;
+        if reply.is_error() {
+            return Err(refused(&reply));
+        }
+        Ok(reply)
+    }
+
     pub async fn call(
         &mut self,
         args: &[&[u8]],
@@ -217,11 +230,8 @@ async fn probe_on(
     timeout: Duration,
 ) -> Result<(), UpstreamError> {
     let sent = Instant::now();
-    let pong = c.call(&[b"PING"], timeout).await?;
+    c.call_ok(&[b"PING"], timeout).await?;
     let now = Instant::now();
-    if pong.is_error() {
-        return Err(refused(&pong));
-    }
     up.observe_probe(now - sent, now);
 
     poll_replication(shared, up, c, timeout).await
@@ -235,10 +245,7 @@ async fn poll_replication(
     timeout: Duration,
 ) -> Result<(), UpstreamError> {
     let sent = Instant::now();
-    let reply = c.call(&[b"INFO", b"replication"], timeout).await?;
-    if reply.is_error() {
-        return Err(refused(&reply));
-    }
+    let reply = c.call_ok(&[b"INFO", b"replication"], timeout).await?;
     let got = Instant::now();
     let info = ReplicationInfo::parse(&String::from_utf8_lossy(&reply.raw));
     let max_staleness = Duration::from_millis(shared.config().routing.max_staleness_ms);
