@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use nearby::framer::reply::{ReplyFramer, ReplyLimits};
-use nearby::framer::request::{RequestFramer, RequestLimits};
+use nearby::proto::reply::{ReplyFramer, ReplyLimits};
+use nearby::proto::request::{RequestFramer, RequestLimits};
 
 /// One RESP multibulk request.
 fn encode(args: &[&[u8]]) -> Vec<u8> {

@@ -7,10 +7,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use nearby::command::{CommandTable, classify};
-use nearby::framer::request::Command;
-use nearby::latency::Latency;
-use nearby::select::{Candidate, Unusable, select};
+use nearby::proto::request::Command;
+use nearby::route::command::{CommandTable, classify};
+use nearby::route::latency::Latency;
+use nearby::route::select::{Candidate, Unusable, select};
 
 fn classification(c: &mut Criterion) {
     let table = CommandTable::builtin();

@@ -1,33 +1,39 @@
 //! nearby: a region-aware Redis sidecar proxy.
 //!
 //! Reads go to the nearest healthy replica, writes to the primary; see
-//! `../shared/DESIGN.md` for the architecture. Pure logic (framing,
-//! classification, selection) lives in modules without I/O; sockets and tasks
-//! live in `server`, `session`, `pipe` and `dedicated`.
+//! `../shared/DESIGN.md` for the architecture. Modules are layered and import
+//! only downward (`tests/it/layering.rs` checks it):
+//!
+//! ```text
+//! cli, url, config       leaves: settings and their parsing
+//! proto                  RESP bytes: framers, encoders, refusals; no tokio
+//! route                  pure decisions: classify, select, latency, lag, consistency
+//! metrics                names and handles
+//! model                  shared state: upstreams, topology, server facts
+//! conn                   every upstream socket: connect, TLS, pipes, dedicated
+//! session, control, ops  one client; background upkeep; admin and status
+//! app                    the composition root: builds the pieces, runs them
+//! lab                    `nearby lab` and the region relay
+//! ```
 #![forbid(unsafe_code)]
-pub mod admin;
 pub mod cli;
-pub mod command;
 pub mod config;
-pub mod consistency;
-pub mod dedicated;
-pub mod discovery;
-pub mod framer;
-pub mod health;
-pub mod lab;
-pub mod lag;
-pub mod latency;
-pub mod metrics;
-pub mod net;
-pub mod pipe;
-pub mod relay;
-pub mod reload;
-pub mod resp;
-pub mod select;
-pub mod server;
-pub mod session;
-pub mod status;
-pub mod tls;
-pub mod topology;
-pub mod upstream;
 pub mod url;
+
+pub mod proto;
+
+pub mod route;
+
+pub mod metrics;
+
+pub mod model;
+
+pub mod conn;
+
+pub mod control;
+pub mod ops;
+pub mod session;
+
+pub mod app;
+
+pub mod lab;

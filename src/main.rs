@@ -17,7 +17,7 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Status(args) => block_on(nearby::status::run(&args.admin, args.json)),
+        Command::Status(args) => block_on(nearby::ops::status::run(&args.admin, args.json)),
         Command::Lab(args) => {
             init_logs(LogFormat::Text, "warn");
             block_on(nearby::lab::run(args))
@@ -89,10 +89,10 @@ fn run(args: &ConfigArgs) -> ExitCode {
     };
     // SIGHUP re-reads the same sources (flags, environment, file).
     let reload_args = args.clone();
-    let reload: nearby::server::Reloader = Box::new(move || {
+    let reload: nearby::app::Reloader = Box::new(move || {
         Config::load(&reload_args, std::env::var("FLY_REGION").ok()).map_err(|e| e.to_string())
     });
-    match rt.block_on(nearby::server::run(config, Some(reload))) {
+    match rt.block_on(nearby::app::run(config, Some(reload))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "nearby stopped");

@@ -13,8 +13,8 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::command::Kind;
-use crate::select::Fallback;
+use crate::route::command::Kind;
+use crate::route::select::Fallback;
 
 pub const REQUESTS: &str = "nearby_requests_total";
 pub const DURATION: &str = "nearby_request_duration_seconds";

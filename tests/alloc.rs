@@ -58,7 +58,7 @@ fn get_and_set_allocate_nothing_per_request() {
             .enable_all()
             .build()
             .unwrap();
-        let _ = rt.block_on(nearby::server::run_until(
+        let _ = rt.block_on(nearby::app::run_until(
             config,
             std::future::pending::<()>(),
             None,

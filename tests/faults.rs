@@ -140,7 +140,7 @@ fn a_black_holed_replica_costs_no_read_errors() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let any = "127.0.0.1:0".parse().unwrap();
     let relay = rt
-        .block_on(nearby::relay::Relay::start(
+        .block_on(nearby::lab::relay::Relay::start(
             any,
             cluster.replicas[0].addr(),
             Duration::ZERO,

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Cluster, Nearby, RawConn};
-use nearby::relay::Relay;
+use nearby::lab::relay::Relay;
 
 struct World {
     cluster: Cluster,

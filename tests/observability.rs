@@ -156,7 +156,7 @@ fn rtt_gauges_follow_the_relay() {
     let cluster = Cluster::start(1);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let relay = rt
-        .block_on(nearby::relay::Relay::start(
+        .block_on(nearby::lab::relay::Relay::start(
             "127.0.0.1:0".parse().unwrap(),
             cluster.replicas[0].addr(),
             Duration::from_millis(30),

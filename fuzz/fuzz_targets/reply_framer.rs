@@ -1,4 +1,4 @@
-//! Fuzzes `nearby::framer::ReplyFramer` (and the decode helpers behind it).
+//! Fuzzes `nearby::proto::ReplyFramer` (and the decode helpers behind it).
 //!
 //! Input: `[split byte][config byte][wire bytes...]` (see `common`).
 //! The wire bytes are framed twice, once in one buffer and once in the
@@ -23,7 +23,7 @@ mod common;
 use bytes::BytesMut;
 use common::{Chunks, Input, unterminated_tail};
 use libfuzzer_sys::fuzz_target;
-use nearby::framer::{ProtocolError, Reply, ReplyFramer, ReplyKind, ReplyLimits, decode_resp2, decode_resp3};
+use nearby::proto::{ProtocolError, Reply, ReplyFramer, ReplyKind, ReplyLimits, decode_resp2, decode_resp3};
 
 /// Allowed excess over the derived bound.
 const SLACK: usize = 4;

@@ -1,4 +1,4 @@
-//! Fuzzes `nearby::framer::RequestFramer`.
+//! Fuzzes `nearby::proto::RequestFramer`.
 //!
 //! Input: `[split byte][config byte][wire bytes...]` (see `common`).
 //! The wire bytes are framed twice, once in one buffer and once in the
@@ -24,7 +24,7 @@ mod common;
 use bytes::BytesMut;
 use common::{Chunks, Input, parse_multibulk, unterminated_tail};
 use libfuzzer_sys::fuzz_target;
-use nearby::framer::{Command, ProtocolError, RequestFramer, RequestLimits};
+use nearby::proto::{Command, ProtocolError, RequestFramer, RequestLimits};
 
 /// Allowed excess over the derived bounds.
 const SLACK: usize = 4;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use nearby::relay::Relay;
+use nearby::lab::relay::Relay;
 
 use super::{Nearby, RedisServer, wait_until};
 

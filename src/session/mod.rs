@@ -19,18 +19,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::command::{self, Kind, Local, Pin, Route};
+use crate::app::Shared;
 use crate::config::{Consistency, ConsistencyScope, ReadFrom, SubscribeFrom};
-use crate::consistency::{Need, Tracker, fresh_enough};
-use crate::dedicated::{DRequest, Dedicated, Expect};
-use crate::framer::{Command, RequestFramer, RequestLimits};
+use crate::conn::connect::Handshake;
+use crate::conn::dedicated::{DRequest, Dedicated, Expect};
+use crate::conn::pipe::{Event, EventTx, PipeHandle, Request};
 use crate::metrics::ErrorKind;
-use crate::pipe::{Event, EventTx, PipeHandle, Request};
-use crate::resp::{self, HelloInfo, Proto};
-use crate::select::Fallback;
-use crate::server::Shared;
-use crate::topology::{Role, Upstream};
-use crate::upstream::Handshake;
+use crate::model::topology::{Role, Upstream};
+use crate::proto::encode::{self as resp, HelloInfo, Proto};
+use crate::proto::{Command, RequestFramer, RequestLimits};
+use crate::route::command::{self, Kind, Local, Pin, Route};
+use crate::route::consistency::{Need, Tracker, fresh_enough};
+use crate::route::select::Fallback;
 
 /// Serves one client until it disconnects, QUITs, or breaks the protocol.
 pub async fn serve(shared: Arc<Shared>, stream: TcpStream) {
@@ -287,7 +287,7 @@ impl Session {
                     // Draining: no new requests; finish the ones in flight.
                     self.closing = true;
                 }
-                _ = crate::pipe::sleep_until_opt(idle_deadline) => {
+                _ = crate::conn::pipe::sleep_until_opt(idle_deadline) => {
                     tracing::debug!(client = self.id, "idle timeout");
                     break;
                 }

@@ -13,7 +13,7 @@
 
 use std::time::Instant;
 
-use crate::lag::OffsetHistory;
+use crate::route::replication::OffsetHistory;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Scope {

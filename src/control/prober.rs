@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::framer::{Command, Reply, ReplyFramer, ReplyLimits};
-use crate::lag::ReplicationInfo;
-use crate::server::Shared;
-use crate::topology::{Role, Upstream};
-use crate::upstream::{self, Handshake, UpstreamError};
+use crate::app::Shared;
+use crate::conn::connect::{self as upstream, Handshake, UpstreamError};
+use crate::model::topology::{Role, Upstream};
+use crate::proto::{Command, Reply, ReplyFramer, ReplyLimits};
+use crate::route::replication::ReplicationInfo;
 
 /// HAProxy-style rise/fall: down after `fall` consecutive failures, up after
 /// `rise` consecutive successes.

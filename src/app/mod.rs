@@ -10,17 +10,17 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
-use crate::command::CommandTable;
 use crate::config::Config;
-use crate::consistency::Tracker;
-use crate::framer::reply::decode_resp2;
-use crate::health::{self, Control};
-use crate::lag::OffsetHistory;
+use crate::conn::connect::Handshake;
+use crate::conn::pipe::{self, PipeHandle, Timeouts};
+use crate::control::prober::{self as health, Control};
 use crate::metrics;
-use crate::pipe::{self, PipeHandle, Timeouts};
-use crate::resp::Proto;
-use crate::topology::{Role, Topology, Upstream};
-use crate::upstream::Handshake;
+use crate::model::topology::{Role, Topology, Upstream};
+use crate::proto::Proto;
+use crate::proto::reply::decode_resp2;
+use crate::route::command::CommandTable;
+use crate::route::consistency::Tracker;
+use crate::route::replication::OffsetHistory;
 use crate::url::{Host, RedisUrl};
 
 /// An upstream for a config entry; an IP literal needs no resolving, a
@@ -262,9 +262,9 @@ pub async fn run_until(
     reload: Option<Reloader>,
 ) -> std::io::Result<()> {
     metrics::install(config.metrics == crate::config::Metrics::On);
-    crate::tls::init(&config.tls).map_err(std::io::Error::other)?;
+    crate::conn::tls::init(&config.tls).map_err(std::io::Error::other)?;
     metrics::spawn_upkeep();
-    let listener = crate::net::listen(config.listen)?;
+    let listener = crate::conn::net::listen(config.listen)?;
     let shared = Arc::new(Shared::new(config));
     tracing::info!(
         listen = %shared.config().listen,
@@ -272,15 +272,15 @@ pub async fn run_until(
         replicas = shared.topology.load().replicas.len(),
         "nearby is serving"
     );
-    crate::admin::serve(shared.clone(), shared.config().admin).await?;
+    crate::ops::admin::serve(shared.clone(), shared.config().admin).await?;
     // The resolver is configured before any prober resolves a name.
-    if let Err(e) = crate::net::init_resolver(&shared.config().dns) {
+    if let Err(e) = crate::conn::net::init_resolver(&shared.config().dns) {
         tracing::error!(error = %e, "cannot configure the DNS resolver; using the system defaults");
     }
     for up in shared.topology.load().all() {
         health::spawn_watchers(&shared, up);
     }
-    let mut discovery = tokio::spawn(crate::discovery::run(shared.clone()));
+    let mut discovery = tokio::spawn(crate::control::discovery::run(shared.clone()));
     tokio::spawn(watch_routing(shared.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let accept = tokio::spawn(accept_loop(listener, shared.clone(), stop_rx));
@@ -294,14 +294,14 @@ pub async fn run_until(
                 match reload() {
                     Err(e) => tracing::error!("config reload rejected, the running config stays: {e}"),
                     Ok(new) => {
-                        if let Err(e) = crate::tls::init(&new.tls) {
+                        if let Err(e) = crate::conn::tls::init(&new.tls) {
                             tracing::error!("config reload rejected, the running config stays: {e}");
                             continue;
                         }
-                        let s = crate::reload::apply(&shared, new);
+                        let s = crate::control::reload::apply(&shared, new);
                         // Discovery follows the new entries.
                         discovery.abort();
-                        discovery = tokio::spawn(crate::discovery::run(shared.clone()));
+                        discovery = tokio::spawn(crate::control::discovery::run(shared.clone()));
                         tracing::info!(
                             replicas_added = s.added,
                             replicas_removed = s.removed,
@@ -356,7 +356,7 @@ async fn watch_routing(shared: Arc<Shared>) {
 
 fn describe_change(
     now: &Upstream,
-    fallback: Option<crate::select::Fallback>,
+    fallback: Option<crate::route::select::Fallback>,
     prev: &Upstream,
 ) -> String {
     let ms = |u: &Upstream| {
@@ -365,11 +365,11 @@ fn describe_change(
             .unwrap_or_else(|| "unmeasured".into())
     };
     let why = match prev.unusable() {
-        Some(crate::select::Unusable::Down) => format!("{} is down", prev.region),
-        Some(crate::select::Unusable::NotAReplica) => {
+        Some(crate::route::select::Unusable::Down) => format!("{} is down", prev.region),
+        Some(crate::route::select::Unusable::NotAReplica) => {
             format!("{} says it is not a replica", prev.region)
         }
-        Some(crate::select::Unusable::Stale) => format!(
+        Some(crate::route::select::Unusable::Stale) => format!(
             "{} lag {:.1} s > {:.1} s",
             prev.region,
             prev.lag().unwrap_or_default().as_secs_f64(),
@@ -400,7 +400,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
             _ = stop.changed() => return,
             r = listener.accept() => match r {
                 Ok((stream, _peer)) => {
-                    crate::net::tune_accepted(&stream);
+                    crate::conn::net::tune_accepted(&stream);
                     let shared = shared.clone();
                     tokio::spawn(crate::session::serve(shared, stream));
                 }

@@ -9,11 +9,11 @@ use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use crate::framer::{Command, ReplyFramer, ReplyLimits};
-use crate::resp::Proto;
-use crate::topology::Upstream;
+use crate::model::topology::Upstream;
+use crate::proto::Proto;
+use crate::proto::{Command, ReplyFramer, ReplyLimits};
 
-pub use crate::net::{UpstreamReadHalf, UpstreamStream, UpstreamWriteHalf};
+pub use crate::conn::net::{UpstreamReadHalf, UpstreamStream, UpstreamWriteHalf};
 
 /// Why an upstream could not serve a request. The text ends up in the
 /// client's `-ERR`, after the upstream's role, region and address.
@@ -54,14 +54,14 @@ pub async fn open(
 ) -> Result<(UpstreamStream, BytesMut), UpstreamError> {
     let start = Instant::now();
     let connected = match up.addr {
-        Some(addr) => crate::net::connect_addr(addr, connect_timeout).await,
-        None => crate::net::connect(&up.url.host, up.url.port, connect_timeout).await,
+        Some(addr) => crate::conn::net::connect_addr(addr, connect_timeout).await,
+        None => crate::conn::net::connect(&up.url.host, up.url.port, connect_timeout).await,
     };
     let tcp = connected.map_err(|e| UpstreamError::Connect(e.to_string()))?;
     let mut stream = if up.url.tls {
         // TCP connect and TLS handshake share the connect timeout.
         let left = connect_timeout.saturating_sub(start.elapsed());
-        let tls = tokio::time::timeout(left, crate::tls::connect(tcp, &up.url.host))
+        let tls = tokio::time::timeout(left, crate::conn::tls::connect(tcp, &up.url.host))
             .await
             .map_err(|_| {
                 UpstreamError::Tls(format!(

@@ -11,14 +11,14 @@
 //!
 //! The primary is left alone: it keeps one upstream without an address, and
 //! every connection resolves the name and tries each address in turn
-//! ([`crate::net::connect`]).
+//! ([`crate::conn::net::connect`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::server::Shared;
-use crate::topology::{Role, Topology, Upstream};
+use crate::app::Shared;
+use crate::model::topology::{Role, Topology, Upstream};
 use crate::url::Host;
 
 /// Extra wait past a TTL, so the re-resolution finds the resolver's cache
@@ -107,7 +107,7 @@ async fn follow(shared: Arc<Shared>, entry: usize, name: String, port: u16) {
     let mut last_good: Vec<SocketAddr> = Vec::new();
     let mut failing = false;
     loop {
-        let wait = match crate::net::lookup(&name, None).await {
+        let wait = match crate::conn::net::lookup(&name, None).await {
             Ok(found) => {
                 let mut addrs: Vec<SocketAddr> = found
                     .ips
@@ -202,7 +202,7 @@ fn apply(shared: &Arc<Shared>, resolved: &[(usize, Vec<SocketAddr>)]) {
     for up in &next.replicas {
         if !prev.replicas.iter().any(|p| Arc::ptr_eq(p, up)) {
             tracing::debug!(upstream = %up, "upstream added by discovery");
-            crate::health::spawn_watchers(shared, up);
+            crate::control::prober::spawn_watchers(shared, up);
         }
     }
     for up in &prev.replicas {

@@ -17,8 +17,11 @@
 //! - [`reply`]: upstream replies, RESP2 and RESP3, depth-limited; plus helpers
 //!   that hand an already-bounded frame to `redis-protocol` for decoding.
 
+pub mod encode;
 pub mod reply;
 pub mod request;
+
+pub use encode::Proto;
 
 pub use reply::{Reply, ReplyFramer, ReplyKind, ReplyLimits, decode_resp2, decode_resp3};
 pub use request::{Command, RequestFramer, RequestLimits};

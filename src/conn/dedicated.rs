@@ -17,12 +17,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::command::Kind;
-use crate::framer::{Reply, ReplyFramer, ReplyLimits};
-use crate::pipe::{Event, EventTx, Timeouts, sleep_until_opt};
-use crate::resp::Proto;
-use crate::topology::Upstream;
-use crate::upstream::{self, Handshake, UpstreamError};
+use crate::conn::connect::{self as upstream, Handshake, UpstreamError};
+use crate::conn::pipe::{Event, EventTx, Timeouts, sleep_until_opt};
+use crate::model::topology::Upstream;
+use crate::proto::Proto;
+use crate::proto::{Reply, ReplyFramer, ReplyLimits};
+use crate::route::command::Kind;
 
 /// What a request sent on a dedicated connection is answered with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

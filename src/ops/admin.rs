@@ -14,8 +14,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::server::Shared;
-use crate::topology::Upstream;
+use crate::app::Shared;
+use crate::model::topology::Upstream;
 
 /// What `/status` reports and `nearby status` prints.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -137,7 +137,7 @@ pub fn status(shared: &Shared, history: &ReadHistory) -> Status {
         if shared.config().routing.read_from == crate::config::ReadFrom::Primary {
             (
                 &topo.primary,
-                Some(crate::select::Fallback::ReadFromPrimary),
+                Some(crate::route::select::Fallback::ReadFromPrimary),
             )
         } else {
             topo.pick_read(window, 0, |_| false)
@@ -174,9 +174,9 @@ fn upstream_status(u: &Upstream, share: f64) -> UpstreamStatus {
         healthy: u.is_healthy(),
         unusable: u.unusable().map(|x| {
             match x {
-                crate::select::Unusable::Down => "down",
-                crate::select::Unusable::NotAReplica => "not_a_replica",
-                crate::select::Unusable::Stale => "stale",
+                crate::route::select::Unusable::Down => "down",
+                crate::route::select::Unusable::NotAReplica => "not_a_replica",
+                crate::route::select::Unusable::Stale => "stale",
             }
             .to_string()
         }),

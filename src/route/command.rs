@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use redis_protocol::resp2::types::BytesFrame;
 
-use crate::framer::Command;
+use crate::proto::Command;
 
 pub const READONLY: u32 = 1;
 pub const WRITE: u32 = 2;

@@ -3,6 +3,8 @@
 //! behind the region simulator, the sidecar in front, and a live table.
 //! Ctrl-C or SIGTERM stops everything it started and removes its files.
 
+pub mod relay;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -15,8 +17,8 @@ use tokio::process::{Child, Command};
 
 use crate::cli::{ConfigArgs, LabArgs};
 use crate::config::Config;
-use crate::framer::{Command as Cmd, ReplyFramer, ReplyLimits};
-use crate::relay::Relay;
+use crate::lab::relay::Relay;
+use crate::proto::{Command as Cmd, ReplyFramer, ReplyLimits};
 
 /// One simulated region: a name and its round trip from this host.
 #[derive(Clone, Debug, PartialEq)]
@@ -293,7 +295,7 @@ async fn lab(args: &LabArgs, bin: &Path, dir: &Path, regions: &[Region]) -> Resu
     let stop = stop_signal(args.duration_s);
     let table = print_table(args.admin.clone(), args.table_ms);
     let result = tokio::select! {
-        r = crate::server::run_until(config, stop, None) => r.map_err(|e| format!("the sidecar stopped: {e}")),
+        r = crate::app::run_until(config, stop, None) => r.map_err(|e| format!("the sidecar stopped: {e}")),
         _ = table => Ok(()),
     };
     for s in &mut servers {
@@ -342,13 +344,13 @@ async fn print_table(admin: String, every_ms: u64) {
     let mut tick = tokio::time::interval(Duration::from_millis(every_ms));
     loop {
         tick.tick().await;
-        if let Ok((200, body)) = crate::status::fetch(&admin, "/status").await
-            && let Ok(status) = serde_json::from_str::<crate::admin::Status>(&body)
+        if let Ok((200, body)) = crate::ops::status::fetch(&admin, "/status").await
+            && let Ok(status) = serde_json::from_str::<crate::ops::admin::Status>(&body)
         {
             if tty {
                 print!("\x1b[2J\x1b[H");
             }
-            println!("{}", crate::status::render(&status));
+            println!("{}", crate::ops::status::render(&status));
         }
     }
 }

@@ -15,10 +15,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::command::Kind;
-use crate::framer::{ReplyFramer, ReplyLimits};
-use crate::topology::{Role, Upstream};
-use crate::upstream::{self, Handshake, UpstreamError};
+use crate::conn::connect::{self as upstream, Handshake, UpstreamError};
+use crate::model::topology::{Role, Upstream};
+use crate::proto::{ReplyFramer, ReplyLimits};
+use crate::route::command::Kind;
 
 /// What a session hears back about a request it sent.
 #[derive(Debug)]

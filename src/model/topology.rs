@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::latency::Latency;
 use crate::metrics::UpstreamMetrics;
-use crate::select::{self, Candidate, Choice, Fallback, Unusable};
+use crate::route::latency::Latency;
+use crate::route::select::{self, Candidate, Choice, Fallback, Unusable};
 
-use crate::pipe::PipeHandle;
-use crate::resp::Proto;
+use crate::conn::pipe::PipeHandle;
+use crate::proto::Proto;
 use crate::url::RedisUrl;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
+use crate::app::Shared;
 use crate::config::Config;
-use crate::server::Shared;
-use crate::topology::{Role, Topology, Upstream};
+use crate::model::topology::{Role, Topology, Upstream};
 use crate::url::RedisUrl;
 
 /// What happens to the replicas: pure, so it is tested with exact indices.
@@ -117,7 +117,7 @@ pub fn apply(shared: &Arc<Shared>, mut new: Config) -> Summary {
         topo.replicas[*i].retire();
     }
     for up in &fresh {
-        crate::health::spawn_watchers(shared, up);
+        crate::control::prober::spawn_watchers(shared, up);
     }
     summary
 }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
-use crate::admin::Status;
+use crate::ops::admin::Status;
 
 /// GETs `path` from the admin server at `addr` (hyper client, HTTP/1.1).
 pub async fn fetch(addr: &str, path: &str) -> Result<(u16, String), String> {

@@ -1,0 +1,7 @@
+//! Every upstream socket: name resolution, TLS, connection setup, the shared
+//! pipes and the dedicated connections.
+pub mod connect;
+pub mod dedicated;
+pub mod net;
+pub mod pipe;
+pub mod tls;

@@ -1,0 +1,8 @@
+//! Pure routing decisions: command classification, replica selection,
+//! latency estimates, replication lag and read-your-writes bookkeeping. No
+//! sockets, no tasks; every time-dependent function takes `now`.
+pub mod command;
+pub mod consistency;
+pub mod latency;
+pub mod replication;
+pub mod select;
