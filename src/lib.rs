@@ -2,7 +2,7 @@
 //!
 //! Reads go to the nearest healthy replica, writes to the primary; see
 //! `../shared/DESIGN.md` for the architecture. Modules are layered and import
-//! only downward (`tests/it/layering.rs` checks it):
+//! only downward (`src/layering.rs` checks it):
 //!
 //! ```text
 //! cli, url, config       leaves: settings and their parsing
@@ -37,3 +37,6 @@ pub mod session;
 pub mod app;
 
 pub mod lab;
+
+#[cfg(test)]
+mod layering;

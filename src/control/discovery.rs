@@ -17,7 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::app::Shared;
+use super::ControlEnv;
 use crate::model::topology::{Role, Topology, Upstream};
 use crate::url::Host;
 
@@ -84,11 +84,11 @@ pub fn plan(
 
 /// Follows every replica entry whose host is a name; never returns while
 /// there is one. Installs the configured resolver first.
-pub async fn run(shared: Arc<Shared>) {
+pub async fn run(env: ControlEnv) {
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, r) in shared.config().replicas.iter().enumerate() {
+    for (i, r) in env.config().replicas.iter().enumerate() {
         if let Host::Name(name) = &r.url.host {
-            tasks.spawn(follow(shared.clone(), i + 1, name.clone(), r.url.port));
+            tasks.spawn(follow(env.clone(), i + 1, name.clone(), r.url.port));
         }
     }
     while tasks.join_next().await.is_some() {}
@@ -100,8 +100,8 @@ fn show(addrs: &[SocketAddr]) -> String {
 }
 
 /// Resolves one replica entry's name for ever.
-async fn follow(shared: Arc<Shared>, entry: usize, name: String, port: u16) {
-    let dns = &shared.config().dns;
+async fn follow(env: ControlEnv, entry: usize, name: String, port: u16) {
+    let dns = &env.config().dns;
     let floor = Duration::from_secs(dns.min_ttl_s);
     let ceiling = Duration::from_secs(dns.max_ttl_s);
     let mut last_good: Vec<SocketAddr> = Vec::new();
@@ -130,7 +130,7 @@ async fn follow(shared: Arc<Shared>, entry: usize, name: String, port: u16) {
                         show(&last_good)
                     );
                 }
-                apply(&shared, &[(entry, addrs.clone())]);
+                apply(&env, &[(entry, addrs.clone())]);
                 last_good = addrs;
                 let ttl = found.valid_until.saturating_duration_since(Instant::now());
                 clamp_ttl(ttl, floor, ceiling) + SLACK
@@ -159,15 +159,14 @@ async fn follow(shared: Arc<Shared>, entry: usize, name: String, port: u16) {
 /// Makes the topology's replicas of the resolved entries match the answers:
 /// publishes the new topology, starts a prober per new upstream and retires
 /// the ones that went.
-fn apply(shared: &Arc<Shared>, resolved: &[(usize, Vec<SocketAddr>)]) {
-    let mut next: Option<Arc<Topology>> = None;
-    let prev = shared.topology.rcu(|topo| {
+fn apply(env: &ControlEnv, resolved: &[(usize, Vec<SocketAddr>)]) {
+    let config = env.config();
+    let change = env.topology.update(|topo| {
         let current: Vec<(usize, Option<SocketAddr>)> =
             topo.replicas.iter().map(|u| (u.entry(), u.addr)).collect();
         let diff = plan(&current, resolved);
         if diff.is_empty() {
-            next = None;
-            return topo.clone();
+            return None;
         }
         let mut replicas: Vec<Arc<Upstream>> = topo
             .replicas
@@ -176,40 +175,27 @@ fn apply(shared: &Arc<Shared>, resolved: &[(usize, Vec<SocketAddr>)]) {
             .filter(|(i, _)| !diff.remove.contains(i))
             .map(|(_, u)| u.clone())
             .collect();
-        let config = shared.config();
         for (entry, addr) in &diff.add {
             let Some(cfg) = entry.checked_sub(1).and_then(|i| config.replicas.get(i)) else {
                 continue;
             };
-            replicas.push(shared.make_upstream_at(
+            replicas.push(env.topology.new_upstream(
                 *entry,
                 Role::Replica,
                 &cfg.region,
                 &cfg.url,
-                *addr,
+                Some(*addr),
             ));
         }
         // Config order, then address order within an entry.
         replicas.sort_by_key(|u| (u.entry(), u.addr));
-        let t = Arc::new(Topology {
+        Some(Topology {
             primary: topo.primary.clone(),
             replicas,
-        });
-        next = Some(t.clone());
-        t
+        })
     });
-    let Some(next) = next else { return };
-    for up in &next.replicas {
-        if !prev.replicas.iter().any(|p| Arc::ptr_eq(p, up)) {
-            tracing::debug!(upstream = %up, "upstream added by discovery");
-            crate::control::prober::spawn_watchers(shared, up);
-        }
-    }
-    for up in &prev.replicas {
-        if !next.replicas.iter().any(|n| Arc::ptr_eq(n, up)) {
-            tracing::debug!(upstream = %up, "upstream retired by discovery");
-            up.retire();
-        }
+    if let Some(change) = change {
+        env.apply(&change, "discovery");
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::app::Shared;
+use super::ControlEnv;
 use crate::config::Config;
 use crate::model::topology::{Role, Topology, Upstream};
 use crate::url::RedisUrl;
@@ -52,10 +52,11 @@ pub struct Summary {
     pub primary_changed: bool,
 }
 
-/// Applies `new` to the running sidecar. Addresses that need a restart
-/// (listen, admin, DNS server) keep their running values, with a warning.
-pub fn apply(shared: &Arc<Shared>, mut new: Config) -> Summary {
-    let old = shared.config();
+/// Applies `new` to the running sidecar. What needs a restart (the listen
+/// and admin addresses, the DNS resolver) keeps its running value, with a
+/// warning.
+pub fn apply(env: &ControlEnv, mut new: Config) -> Summary {
+    let old = env.config();
     if new.listen != old.listen || new.admin != old.admin {
         tracing::warn!(
             listen = %new.listen,
@@ -65,59 +66,67 @@ pub fn apply(shared: &Arc<Shared>, mut new: Config) -> Summary {
         new.listen = old.listen;
         new.admin = old.admin;
     }
-    let topo = shared.topology.load_full();
+    // The resolver is built once (its TTL bounds do follow a reload).
+    if new.dns.server != old.dns.server || new.dns.timeout_ms != old.dns.timeout_ms {
+        tracing::warn!(
+            "the DNS server and lookup timeout change only on restart; keeping the running ones"
+        );
+        new.dns.server = old.dns.server;
+        new.dns.timeout_ms = old.dns.timeout_ms;
+    }
+    drop(old);
     let mut summary = Summary::default();
-
-    let primary =
-        if topo.primary.url == new.primary.url && topo.primary.region == new.primary.region {
-            topo.primary.clone()
-        } else {
-            summary.primary_changed = true;
-            shared.make_upstream(0, Role::Primary, &new.primary.region, &new.primary.url)
-        };
-
-    let running: Vec<(&str, &RedisUrl)> = topo
-        .replicas
-        .iter()
-        .map(|u| (u.region.as_str(), &u.url))
-        .collect();
-    let wanted: Vec<(&str, &RedisUrl)> = new
-        .replicas
-        .iter()
-        .map(|r| (r.region.as_str(), &r.url))
-        .collect();
-    let plan = plan_replicas(&running, &wanted);
-    let mut replicas: Vec<(usize, Arc<Upstream>)> = Vec::new();
-    for (i, entry) in &plan.keep {
-        let up = topo.replicas[*i].clone();
-        up.set_entry(*entry);
-        replicas.push((*entry, up));
-    }
-    let mut fresh: Vec<Arc<Upstream>> = Vec::new();
-    for entry in &plan.create {
-        let r = &new.replicas[entry - 1];
-        let up = shared.make_upstream(*entry, Role::Replica, &r.region, &r.url);
-        fresh.push(up.clone());
-        replicas.push((*entry, up));
-    }
-    replicas.sort_by_key(|(e, u)| (*e, u.addr));
-    summary.added = plan.create.len();
-    summary.removed = plan.remove.len();
-
-    shared.store_config(new);
-    shared.topology.store(Arc::new(Topology {
-        primary: primary.clone(),
-        replicas: replicas.into_iter().map(|(_, u)| u).collect(),
-    }));
-    if summary.primary_changed {
-        topo.primary.retire();
-        fresh.push(primary);
-    }
-    for i in &plan.remove {
-        topo.replicas[*i].retire();
-    }
-    for up in &fresh {
-        crate::control::prober::spawn_watchers(shared, up);
+    let new = Arc::new(new);
+    let change = env.topology.update(|topo| {
+        let primary =
+            if topo.primary.url == new.primary.url && topo.primary.region == new.primary.region {
+                topo.primary.clone()
+            } else {
+                summary.primary_changed = true;
+                env.topology.new_upstream(
+                    0,
+                    Role::Primary,
+                    &new.primary.region,
+                    &new.primary.url,
+                    None,
+                )
+            };
+        let running: Vec<(&str, &RedisUrl)> = topo
+            .replicas
+            .iter()
+            .map(|u| (u.region.as_str(), &u.url))
+            .collect();
+        let wanted: Vec<(&str, &RedisUrl)> = new
+            .replicas
+            .iter()
+            .map(|r| (r.region.as_str(), &r.url))
+            .collect();
+        let plan = plan_replicas(&running, &wanted);
+        let mut replicas: Vec<(usize, Arc<Upstream>)> = Vec::new();
+        for (i, entry) in &plan.keep {
+            let up = topo.replicas[*i].clone();
+            up.set_entry(*entry);
+            replicas.push((*entry, up));
+        }
+        for entry in &plan.create {
+            let r = &new.replicas[entry - 1];
+            let up = env
+                .topology
+                .new_upstream(*entry, Role::Replica, &r.region, &r.url, None);
+            replicas.push((*entry, up));
+        }
+        replicas.sort_by_key(|(e, u)| (*e, u.addr));
+        summary.added = plan.create.len();
+        summary.removed = plan.remove.len();
+        // The config first: probers of new upstreams read it.
+        env.config.store(new.clone());
+        Some(Topology {
+            primary,
+            replicas: replicas.into_iter().map(|(_, u)| u).collect(),
+        })
+    });
+    if let Some(change) = change {
+        env.apply(&change, "reload");
     }
     summary
 }

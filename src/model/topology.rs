@@ -1,290 +1,20 @@
-//! The upstreams and what is known about them: role, region, health and
-//! load. Sessions read it without locking; health is updated by probers and
-//! by the pipes when connections fail.
+//! The topology snapshot (the primary and the replicas) and its one writer.
+//! Sessions read the snapshot without locking; discovery and reload replace
+//! it through [`TopologyCell::update`], which serializes them so that
+//! neither can lose the other's change.
 
-use std::collections::HashMap;
-use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::metrics::UpstreamMetrics;
-use crate::route::latency::Latency;
-use crate::route::select::{self, Candidate, Choice, Fallback, Unusable};
+use arc_swap::ArcSwap;
 
-use crate::conn::pipe::PipeHandle;
-use crate::proto::Proto;
-use crate::url::RedisUrl;
+use crate::config::{Config, ReadFrom};
+use crate::route::select::{self, Candidate, Choice, Fallback};
+use crate::url::{Host, RedisUrl};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    Primary,
-    Replica,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Primary => "primary",
-            Role::Replica => "replica",
-        }
-    }
-}
-
-pub struct Upstream {
-    pub id: usize,
-    pub role: Role,
-    pub region: String,
-    pub url: RedisUrl,
-    /// The address discovery resolved this upstream to; `None` connects to
-    /// the URL's host (resolving it, trying every address).
-    pub addr: Option<SocketAddr>,
-    /// `host:port` (the resolved address when there is one), the `upstream`
-    /// label in metrics and errors.
-    pub label: String,
-    /// Index of the config entry this upstream comes from (0 = primary,
-    /// 1.. = replicas in order): discovery keeps one upstream per address of
-    /// an entry. A reload may renumber entries.
-    entry: AtomicUsize,
-    healthy: AtomicBool,
-    /// Set by the first successful probe: readiness needs a real answer.
-    ever_up: AtomicBool,
-    /// Set when discovery removed this upstream from the topology.
-    retired: AtomicBool,
-    /// Requests sent and not yet answered, for least-outstanding selection.
-    outstanding: AtomicUsize,
-    /// Configured as a replica and says `role:slave` (always true for the
-    /// primary).
-    role_ok: AtomicBool,
-    /// Lag beyond `max_staleness`.
-    stale: AtomicBool,
-    /// The bound last applied, in ms (for logs).
-    staleness_bound_ms: AtomicU64,
-    /// Estimated replication lag in ms (`u64::MAX`: unknown).
-    lag_ms: AtomicU64,
-    /// The replica's own `slave_repl_offset` (the primary's
-    /// `master_repl_offset`), as last probed.
-    repl_offset: AtomicU64,
-    latency: Mutex<Latency>,
-    pub metrics: UpstreamMetrics,
-    /// `Latency::cost` as f64 bits, NaN when unmeasured: read on every
-    /// selection without locking.
-    cost_bits: AtomicU64,
-    /// Shared pipes by (db, protocol), opened on first use.
-    pipes: Mutex<HashMap<(u32, Proto), PipeHandle>>,
-}
-
-impl fmt::Display for Upstream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} in {} ({})",
-            self.role.as_str(),
-            self.region,
-            self.label
-        )
-    }
-}
-
-impl Upstream {
-    pub fn new(
-        id: usize,
-        entry: usize,
-        role: Role,
-        region: String,
-        url: RedisUrl,
-        addr: Option<SocketAddr>,
-    ) -> Upstream {
-        let label = match (addr, &url.host) {
-            (Some(a), _) => a.to_string(),
-            (None, _) => url.host_port(),
-        };
-        let metrics = UpstreamMetrics::new(&label, &region, role.as_str());
-        Upstream {
-            metrics,
-            id,
-            entry: AtomicUsize::new(entry),
-            role,
-            region,
-            label,
-            addr,
-            url,
-            // Optimistic until the first probe or connection says otherwise.
-            healthy: AtomicBool::new(true),
-            retired: AtomicBool::new(false),
-            ever_up: AtomicBool::new(false),
-            role_ok: AtomicBool::new(true),
-            stale: AtomicBool::new(false),
-            staleness_bound_ms: AtomicU64::new(0),
-            lag_ms: AtomicU64::new(u64::MAX),
-            repl_offset: AtomicU64::new(0),
-            latency: Mutex::new(Latency::new()),
-            cost_bits: AtomicU64::new(f64::NAN.to_bits()),
-            outstanding: AtomicUsize::new(0),
-            pipes: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub fn entry(&self) -> usize {
-        self.entry.load(Ordering::Relaxed)
-    }
-
-    pub fn set_entry(&self, entry: usize) {
-        self.entry.store(entry, Ordering::Relaxed);
-    }
-
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
-    }
-
-    /// Returns the previous value, so callers can log changes once.
-    pub fn set_healthy(&self, up: bool) -> bool {
-        self.healthy.swap(up, Ordering::Relaxed)
-    }
-
-    /// Takes this upstream out of service: its prober stops and its pipes
-    /// close once the sessions holding them let go.
-    pub fn retire(&self) {
-        self.retired.store(true, Ordering::Relaxed);
-        self.pipes.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    }
-
-    pub fn mark_probed_ok(&self) {
-        self.ever_up.store(true, Ordering::Relaxed);
-    }
-
-    /// Up, and confirmed so by at least one probe.
-    pub fn is_confirmed_up(&self) -> bool {
-        self.ever_up.load(Ordering::Relaxed) && self.is_healthy()
-    }
-
-    pub fn is_retired(&self) -> bool {
-        self.retired.load(Ordering::Relaxed)
-    }
-
-    pub fn outstanding(&self) -> usize {
-        self.outstanding.load(Ordering::Relaxed)
-    }
-
-    pub fn add_outstanding(&self, n: usize) {
-        self.outstanding.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn sub_outstanding(&self, n: usize) {
-        self.outstanding.fetch_sub(n, Ordering::Relaxed);
-    }
-
-    fn with_latency(&self, now: Instant, f: impl FnOnce(&mut Latency)) {
-        let mut l = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut l);
-        let cost = l.cost(now).unwrap_or(f64::NAN);
-        self.cost_bits.store(cost.to_bits(), Ordering::Relaxed);
-    }
-
-    /// A probe round trip.
-    pub fn observe_probe(&self, rtt: Duration, now: Instant) {
-        self.with_latency(now, |l| l.probe_sample(rtt.as_secs_f64()));
-    }
-
-    /// A request's latency from real traffic; failures pass a large value.
-    pub fn observe_passive(&self, latency: Duration, now: Instant) {
-        self.with_latency(now, |l| l.passive_sample(latency.as_secs_f64(), now));
-    }
-
-    /// A request or probe failed after waiting up to `timeout`: the cost
-    /// jumps at once (see `Latency::failure`).
-    pub fn observe_failure(&self, timeout: Duration, now: Instant) {
-        self.with_latency(now, |l| l.failure(timeout.as_secs_f64(), now));
-    }
-
-    /// Lets the passive estimate decay while no traffic comes.
-    pub fn refresh_cost(&self, now: Instant) {
-        self.with_latency(now, |_| {});
-    }
-
-    pub fn cost(&self) -> Option<f64> {
-        let c = f64::from_bits(self.cost_bits.load(Ordering::Relaxed));
-        (!c.is_nan()).then_some(c)
-    }
-
-    pub fn smoothed_rtt(&self) -> Option<f64> {
-        self.latency
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .smoothed_rtt()
-    }
-
-    pub fn set_role_ok(&self, ok: bool) -> bool {
-        self.role_ok.swap(ok, Ordering::Relaxed)
-    }
-
-    pub fn role_ok(&self) -> bool {
-        self.role_ok.load(Ordering::Relaxed)
-    }
-
-    /// Records the lag estimate; returns whether the replica was stale before.
-    pub fn set_lag(&self, lag: Option<Duration>, max_staleness: Duration) -> bool {
-        let ms = lag.map_or(u64::MAX, |l| l.as_millis().min(u64::MAX as u128 - 1) as u64);
-        self.lag_ms.store(ms, Ordering::Relaxed);
-        let stale = lag.is_some_and(|l| l > max_staleness);
-        self.staleness_bound_ms
-            .store(max_staleness.as_millis() as u64, Ordering::Relaxed);
-        self.stale.swap(stale, Ordering::Relaxed)
-    }
-
-    pub fn lag(&self) -> Option<Duration> {
-        match self.lag_ms.load(Ordering::Relaxed) {
-            u64::MAX => None,
-            ms => Some(Duration::from_millis(ms)),
-        }
-    }
-
-    pub fn staleness_bound(&self) -> Duration {
-        Duration::from_millis(self.staleness_bound_ms.load(Ordering::Relaxed))
-    }
-
-    pub fn is_stale(&self) -> bool {
-        self.stale.load(Ordering::Relaxed)
-    }
-
-    pub fn set_repl_offset(&self, offset: u64) {
-        self.repl_offset.store(offset, Ordering::Relaxed);
-    }
-
-    pub fn repl_offset(&self) -> u64 {
-        self.repl_offset.load(Ordering::Relaxed)
-    }
-
-    /// Why this upstream cannot take reads now, if it cannot.
-    pub fn unusable(&self) -> Option<Unusable> {
-        if !self.is_healthy() {
-            Some(Unusable::Down)
-        } else if !self.role_ok() {
-            Some(Unusable::NotAReplica)
-        } else if self.is_stale() {
-            Some(Unusable::Stale)
-        } else {
-            None
-        }
-    }
-
-    fn candidate(&self) -> Candidate {
-        Candidate {
-            is_primary: self.role == Role::Primary,
-            unusable: self.unusable(),
-            cost: self.cost(),
-            outstanding: self.outstanding(),
-        }
-    }
-
-    /// The shared pipe for (db, proto), created by `make` on first use.
-    /// Sessions cache the handle, so the lock is taken once per session.
-    pub fn pipe(&self, db: u32, proto: Proto, make: impl FnOnce() -> PipeHandle) -> PipeHandle {
-        let mut pipes = self.pipes.lock().unwrap_or_else(|p| p.into_inner());
-        pipes.entry((db, proto)).or_insert_with(make).clone()
-    }
-}
+pub use super::upstream::{Role, Upstream};
 
 pub struct Topology {
     pub primary: Arc<Upstream>,
@@ -296,7 +26,26 @@ impl Topology {
         std::iter::once(&self.primary).chain(self.replicas.iter())
     }
 
-    /// Where a read goes: the nearest usable upstream, sharing among those
+    /// Where a read goes: the one home of that decision, used by sessions,
+    /// `/status` and the routing log. With `read_from = primary`, or no
+    /// replica configured, the primary; else `pick_read`.
+    pub fn read_target(
+        &self,
+        read_from: ReadFrom,
+        window: Duration,
+        rotate: usize,
+        excluded: impl Fn(&Upstream) -> bool,
+    ) -> (&Arc<Upstream>, Option<Fallback>) {
+        if read_from == ReadFrom::Primary {
+            return (&self.primary, Some(Fallback::ReadFromPrimary));
+        }
+        if self.replicas.is_empty() {
+            return (&self.primary, Some(Fallback::NoReplicas));
+        }
+        self.pick_read(window, rotate, excluded)
+    }
+
+    /// The nearest usable upstream, sharing among those
     /// within `window` of it (see `select`). `excluded` filters replicas out
     /// (upstreams that already failed this request, or replicas behind a
     /// session's write); `rotate` is any counter, to spread ties.
@@ -334,5 +83,176 @@ impl Topology {
             &self.replicas[index - 1]
         };
         (up, fallback)
+    }
+}
+
+/// What an update changed: the upstreams that came and the ones that went.
+pub struct Change {
+    pub prev: Arc<Topology>,
+    pub next: Arc<Topology>,
+}
+
+impl Change {
+    /// Upstreams in the new snapshot that were not in the old one.
+    pub fn added(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.next
+            .all()
+            .filter(|u| !self.prev.all().any(|p| Arc::ptr_eq(p, u)))
+    }
+
+    /// Upstreams of the old snapshot that the new one dropped.
+    pub fn removed(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.prev
+            .all()
+            .filter(|u| !self.next.all().any(|n| Arc::ptr_eq(n, u)))
+    }
+}
+
+/// The published topology, the only place that writes it, and the only
+/// constructor of upstreams (ids are unique for the life of the process).
+pub struct TopologyCell {
+    snapshot: ArcSwap<Topology>,
+    writer: Mutex<()>,
+    next_id: AtomicUsize,
+}
+
+impl TopologyCell {
+    /// The topology the config describes: entry 0 is the primary, 1.. the
+    /// replicas in order.
+    pub fn from_config(config: &Config) -> TopologyCell {
+        let cell = TopologyCell {
+            snapshot: ArcSwap::from_pointee(Topology {
+                primary: Arc::new(Upstream::new(
+                    0,
+                    0,
+                    Role::Primary,
+                    config.primary.region.clone(),
+                    config.primary.url.clone(),
+                    literal_addr(&config.primary.url),
+                )),
+                replicas: Vec::new(),
+            }),
+            writer: Mutex::new(()),
+            next_id: AtomicUsize::new(1),
+        };
+        let replicas = config
+            .replicas
+            .iter()
+            .enumerate()
+            .map(|(i, r)| cell.new_upstream(i + 1, Role::Replica, &r.region, &r.url, None))
+            .collect();
+        let primary = cell.load().primary.clone();
+        cell.snapshot
+            .store(Arc::new(Topology { primary, replicas }));
+        cell
+    }
+
+    pub fn load(&self) -> arc_swap::Guard<Arc<Topology>> {
+        self.snapshot.load()
+    }
+
+    pub fn load_full(&self) -> Arc<Topology> {
+        self.snapshot.load_full()
+    }
+
+    /// A new upstream with a fresh id for config entry `entry` (0 = the
+    /// primary). `addr` is an address discovery resolved; without one an IP
+    /// literal connects directly and a name is resolved at connect time.
+    pub fn new_upstream(
+        &self,
+        entry: usize,
+        role: Role,
+        region: &str,
+        url: &RedisUrl,
+        addr: Option<SocketAddr>,
+    ) -> Arc<Upstream> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        Arc::new(Upstream::new(
+            id,
+            entry,
+            role,
+            region.to_string(),
+            url.clone(),
+            addr.or_else(|| literal_addr(url)),
+        ))
+    }
+
+    /// The only writer: `plan` sees the current snapshot and returns the
+    /// next one, or `None` to keep it. Writers run one at a time, so `plan`
+    /// runs exactly once and may create upstreams.
+    pub fn update(&self, plan: impl FnOnce(&Arc<Topology>) -> Option<Topology>) -> Option<Change> {
+        let _one_writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let prev = self.snapshot.load_full();
+        let next = Arc::new(plan(&prev)?);
+        self.snapshot.store(next.clone());
+        Some(Change { prev, next })
+    }
+}
+
+fn literal_addr(url: &RedisUrl) -> Option<SocketAddr> {
+    match url.host {
+        Host::Ip(ip) => Some(SocketAddr::new(ip, url.port)),
+        Host::Name(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn world() -> Topology {
+        let url = |p: u16| -> RedisUrl { format!("redis://127.0.0.1:{p}").parse().unwrap() };
+        let up =
+            |id, role, port| Arc::new(Upstream::new(id, id, role, "r".into(), url(port), None));
+        let t = Topology {
+            primary: up(0, Role::Primary, 7000),
+            replicas: vec![up(1, Role::Replica, 7001)],
+        };
+        let now = Instant::now();
+        t.primary.observe_probe(Duration::from_millis(50), now);
+        t.replicas[0].observe_probe(Duration::from_millis(1), now);
+        t
+    }
+
+    #[test]
+    fn read_target_honours_read_from() {
+        let t = world();
+        let w = Duration::from_millis(2);
+        let (up, why) = t.read_target(ReadFrom::Nearest, w, 0, |_| false);
+        assert_eq!((up.id, why), (1, None));
+        // The routing log asks this too: it must not name the replica.
+        let (up, why) = t.read_target(ReadFrom::Primary, w, 0, |_| false);
+        assert_eq!((up.id, why), (0, Some(Fallback::ReadFromPrimary)));
+        let (up, why) = t.read_target(ReadFrom::Nearest, w, 0, |u| u.id == 1);
+        assert_eq!(up.id, 0);
+        assert!(why.is_some());
+    }
+
+    #[test]
+    fn updates_report_what_came_and_went() {
+        let args = crate::cli::ConfigArgs {
+            primary: Some("redis://127.0.0.1:7000".into()),
+            ..Default::default()
+        };
+        let config = Config::load(&args, None).unwrap();
+        let cell = TopologyCell::from_config(&config);
+        assert_eq!(cell.load().replicas.len(), 0);
+        let first = cell.load().primary.clone();
+        let url: RedisUrl = "redis://127.0.0.1:7009".parse().unwrap();
+        let change = cell
+            .update(|t| {
+                Some(Topology {
+                    primary: t.primary.clone(),
+                    replicas: vec![cell.new_upstream(1, Role::Replica, "x", &url, None)],
+                })
+            })
+            .expect("changed");
+        let added: Vec<usize> = change.added().map(|u| u.id).collect();
+        assert_eq!(added, [1]);
+        assert_eq!(change.removed().count(), 0);
+        assert!(Arc::ptr_eq(&cell.load().primary, &first));
+        assert!(cell.update(|_| None).is_none());
     }
 }

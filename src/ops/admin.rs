@@ -14,7 +14,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::app::Shared;
+use crate::config::Config;
+use crate::metrics::Global;
+use crate::model::SharedConfig;
+use crate::model::clients::Clients;
+use crate::model::topology::TopologyCell;
 use crate::model::topology::Upstream;
 
 /// What `/status` reports and `nearby status` prints.
@@ -109,9 +113,23 @@ impl ReadHistory {
     }
 }
 
-fn read_counts(shared: &Shared) -> HashMap<String, u64> {
-    shared
-        .topology
+/// What the admin server reads, handed out by `app`.
+#[derive(Clone)]
+pub struct AdminEnv {
+    pub config: SharedConfig,
+    pub topology: Arc<TopologyCell>,
+    pub clients: Arc<Clients>,
+    pub metrics: Arc<Global>,
+}
+
+impl AdminEnv {
+    fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+}
+
+fn read_counts(env: &AdminEnv) -> HashMap<String, u64> {
+    env.topology
         .load()
         .all()
         .map(|u| (u.label.clone(), u.metrics.reads.load(Ordering::Relaxed)))
@@ -120,8 +138,8 @@ fn read_counts(shared: &Shared) -> HashMap<String, u64> {
 
 /// Ready when the configured job can be served: the primary confirmed up
 /// (writes) or a usable read target confirmed up.
-pub fn ready(shared: &Shared) -> bool {
-    let topo = shared.topology.load();
+pub fn ready(env: &AdminEnv) -> bool {
+    let topo = env.topology.load();
     topo.primary.is_confirmed_up()
         || topo
             .replicas
@@ -129,26 +147,19 @@ pub fn ready(shared: &Shared) -> bool {
             .any(|r| r.is_confirmed_up() && r.unusable().is_none())
 }
 
-pub fn status(shared: &Shared, history: &ReadHistory) -> Status {
-    let topo = shared.topology.load();
-    let shares = history.shares(&read_counts(shared));
-    let window = Duration::from_millis(shared.config().routing.latency_window_ms);
-    let (target, fallback) =
-        if shared.config().routing.read_from == crate::config::ReadFrom::Primary {
-            (
-                &topo.primary,
-                Some(crate::route::select::Fallback::ReadFromPrimary),
-            )
-        } else {
-            topo.pick_read(window, 0, |_| false)
-        };
+pub fn status(env: &AdminEnv, history: &ReadHistory) -> Status {
+    let topo = env.topology.load();
+    let shares = history.shares(&read_counts(env));
+    let config = env.config();
+    let window = Duration::from_millis(config.routing.latency_window_ms);
+    let (target, fallback) = topo.read_target(config.routing.read_from, window, 0, |_| false);
     let mut read_regions: Vec<String> = topo.replicas.iter().map(|r| r.region.clone()).collect();
     read_regions.dedup();
     Status {
-        region: shared.config().region.clone(),
+        region: config.region.clone(),
         primary_region: topo.primary.region.clone(),
         read_regions,
-        ready: ready(shared),
+        ready: ready(env),
         reads_go_to: ReadTarget {
             upstream: target.label.clone(),
             region: target.region.clone(),
@@ -159,9 +170,9 @@ pub fn status(shared: &Shared, history: &ReadHistory) -> Status {
             .all()
             .map(|u| upstream_status(u, shares.get(&u.label).copied().unwrap_or(0.0)))
             .collect(),
-        clients: shared.clients.load(Ordering::Relaxed),
-        commands_today: shared.metrics.usage.today(),
-        free_commands_per_day: shared.metrics.usage.free_per_day(),
+        clients: env.clients.open(),
+        commands_today: env.metrics.usage.today(),
+        free_commands_per_day: env.metrics.usage.free_per_day(),
     }
 }
 
@@ -192,21 +203,21 @@ fn upstream_status(u: &Upstream, share: f64) -> UpstreamStatus {
 
 #[derive(Clone)]
 struct AdminState {
-    shared: Arc<Shared>,
+    env: AdminEnv,
     history: Arc<Mutex<ReadHistory>>,
 }
 
 /// Binds the admin listener and serves it until the process ends.
-pub async fn serve(shared: Arc<Shared>, addr: SocketAddr) -> std::io::Result<()> {
+pub async fn serve(env: AdminEnv, addr: SocketAddr) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let history = Arc::new(Mutex::new(ReadHistory::default()));
     {
-        let (shared, history) = (shared.clone(), history.clone());
+        let (env, history) = (env.clone(), history.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                let counts = read_counts(&shared);
+                let counts = read_counts(&env);
                 history
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -219,7 +230,7 @@ pub async fn serve(shared: Arc<Shared>, addr: SocketAddr) -> std::io::Result<()>
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/status", get(status_json))
-        .with_state(AdminState { shared, history });
+        .with_state(AdminState { env, history });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "admin server stopped");
@@ -244,7 +255,7 @@ async fn metrics() -> impl IntoResponse {
 }
 
 async fn readyz(State(st): State<AdminState>) -> impl IntoResponse {
-    if ready(&st.shared) {
+    if ready(&st.env) {
         (StatusCode::OK, "ready\n")
     } else {
         (
@@ -256,7 +267,7 @@ async fn readyz(State(st): State<AdminState>) -> impl IntoResponse {
 
 async fn status_json(State(st): State<AdminState>) -> Json<Status> {
     let history = st.history.lock().unwrap_or_else(|p| p.into_inner());
-    Json(status(&st.shared, &history))
+    Json(status(&st.env, &history))
 }
 
 #[cfg(test)]

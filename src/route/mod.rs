@@ -3,6 +3,7 @@
 //! sockets, no tasks; every time-dependent function takes `now`.
 pub mod command;
 pub mod consistency;
+pub mod health;
 pub mod latency;
 pub mod replication;
 pub mod select;

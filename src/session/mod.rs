@@ -11,20 +11,25 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use crate::app::Shared;
-use crate::config::{Consistency, ConsistencyScope, ReadFrom, SubscribeFrom};
+use crate::config::{Config, Consistency, ConsistencyScope, ReadFrom, SubscribeFrom};
 use crate::conn::connect::Handshake;
 use crate::conn::dedicated::{DRequest, Dedicated, Expect};
 use crate::conn::pipe::{Event, EventTx, PipeHandle, Request};
+use crate::conn::pool::PipePool;
 use crate::metrics::ErrorKind;
+use crate::metrics::Global;
+use crate::model::SharedConfig;
+use crate::model::clients::Clients;
+use crate::model::facts::ServerFacts;
+use crate::model::replication::Replication;
+use crate::model::topology::TopologyCell;
 use crate::model::topology::{Role, Upstream};
 use crate::proto::encode::{self as resp, HelloInfo, Proto};
 use crate::proto::{Command, RequestFramer, RequestLimits};
@@ -32,23 +37,41 @@ use crate::route::command::{self, Kind, Local, Pin, Route};
 use crate::route::consistency::{Need, Tracker, fresh_enough};
 use crate::route::select::Fallback;
 
+/// What a session reads and shares, handed out by `app`.
+pub struct SessionEnv {
+    pub config: SharedConfig,
+    pub topology: Arc<TopologyCell>,
+    pub facts: Arc<ServerFacts>,
+    pub replication: Arc<Replication>,
+    pub pipes: Arc<PipePool>,
+    pub clients: Arc<Clients>,
+    pub metrics: Arc<Global>,
+    /// Turns true once on shutdown: stop reading, finish what is in flight.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl SessionEnv {
+    pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+}
+
 /// Serves one client until it disconnects, QUITs, or breaks the protocol.
-pub async fn serve(shared: Arc<Shared>, stream: TcpStream) {
-    let max = shared.config().limits.max_clients;
-    if shared.clients.fetch_add(1, Ordering::Relaxed) >= max {
-        shared.clients.fetch_sub(1, Ordering::Relaxed);
-        shared.metrics.error(ErrorKind::MaxClients);
+pub async fn serve(env: Arc<SessionEnv>, stream: TcpStream) {
+    let max = env.config().limits.max_clients;
+    if !env.clients.try_open(max) {
+        env.metrics.error(ErrorKind::MaxClients);
         let mut stream = stream;
         let _ = stream
             .write_all(&resp::error("ERR max number of clients reached"))
             .await;
         return;
     }
-    shared.metrics.clients.increment(1.0);
-    let mut session = Session::new(shared.clone());
+    env.metrics.clients.increment(1.0);
+    let mut session = Session::new(env.clone());
     session.run(stream).await;
-    shared.clients.fetch_sub(1, Ordering::Relaxed);
-    shared.metrics.clients.decrement(1.0);
+    env.clients.close();
+    env.metrics.clients.decrement(1.0);
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -138,7 +161,7 @@ impl Tried {
 }
 
 struct Session {
-    shared: Arc<Shared>,
+    env: Arc<SessionEnv>,
     id: u64,
     proto: Proto,
     db: u32,
@@ -176,14 +199,14 @@ struct Session {
 }
 
 impl Session {
-    fn new(shared: Arc<Shared>) -> Session {
+    fn new(env: Arc<SessionEnv>) -> Session {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let id = shared.next_client_id();
-        let db = shared.config().primary.url.db;
-        let authed = shared.config().security.requirepass.is_none();
-        let ryw = shared.config().routing.consistency == Consistency::ReadYourWrites;
+        let id = env.clients.next_id();
+        let db = env.config().primary.url.db;
+        let authed = env.config().security.requirepass.is_none();
+        let ryw = env.config().routing.consistency == Consistency::ReadYourWrites;
         Session {
-            shared,
+            env,
             id,
             proto: Proto::Resp2,
             db,
@@ -218,13 +241,13 @@ impl Session {
     async fn run(&mut self, stream: TcpStream) {
         let (mut rd, mut wr) = stream.into_split();
         let mut framer = {
-            let limits = &self.shared.config().limits;
+            let limits = &self.env.config().limits;
             RequestFramer::new(RequestLimits {
                 max_bulk_len: limits.proto_max_bulk_len,
                 ..RequestLimits::default()
             })
         };
-        let mut shutdown = self.shared.shutdown.subscribe();
+        let mut shutdown = self.env.shutdown.clone();
         if *shutdown.borrow() {
             return;
         }
@@ -237,7 +260,7 @@ impl Session {
         let mut last_read = tokio::time::Instant::now();
         loop {
             let (max_inflight, max_output, idle) = {
-                let c = self.shared.config();
+                let c = self.env.config();
                 (
                     c.limits.max_inflight.max(1),
                     c.limits.max_output_buffer,
@@ -340,7 +363,7 @@ impl Session {
                 Ok(None) => break,
                 Err(e) => {
                     // Not a command: answered, not counted as a request.
-                    self.shared.metrics.error(ErrorKind::Protocol);
+                    self.env.metrics.error(ErrorKind::Protocol);
                     let seq = self.new_slot(false, Hook::None);
                     self.complete(seq, resp::error(&format!("ERR {e}")));
                     self.closing = true;
@@ -348,7 +371,7 @@ impl Session {
             }
         }
         if n > 0 {
-            self.shared.metrics.commands(n);
+            self.env.metrics.commands(n);
         }
     }
 
@@ -388,7 +411,7 @@ impl Session {
 
     /// A reply the sidecar makes itself for the current command.
     fn push_done(&mut self, reply: Bytes) {
-        self.shared.metrics.local(self.cur_kind);
+        self.env.metrics.local(self.cur_kind);
         let seq = self.new_slot(false, Hook::None);
         self.complete(seq, reply);
     }
@@ -505,10 +528,10 @@ impl Session {
             }
             Event::Failed { seq, error } => {
                 if self.try_retry(seq) {
-                    self.shared.metrics.error(ErrorKind::ReadRetried);
+                    self.env.metrics.error(ErrorKind::ReadRetried);
                     return;
                 }
-                self.shared.metrics.error(ErrorKind::Upstream);
+                self.env.metrics.error(ErrorKind::Upstream);
                 self.complete(seq, resp::error(&format!("ERR nearby: {error}")));
             }
             Event::Passed { seq } => self.complete(seq, Bytes::new()),
@@ -585,12 +608,12 @@ impl Session {
             return false;
         }
         if code == b"READONLY" {
-            let table = self.shared.commands.load();
+            let table = self.env.facts.commands();
             let learned = table.with_write(retry.cmd.name(), retry.cmd.arg(1));
-            self.shared.commands.store(Arc::new(learned));
+            self.env.facts.commands.store(Arc::new(learned));
             tracing::info!(command = %String::from_utf8_lossy(retry.cmd.name()), "replica refused a write: routing this command to the primary from now on");
         }
-        let primary = self.shared.topology.load().primary.clone();
+        let primary = self.env.topology.load().primary.clone();
         self.resend(seq, retry.cmd, primary, retry.tried);
         true
     }
@@ -617,14 +640,16 @@ impl Session {
     /// Where this session's next read goes. `tried` lists upstreams that
     /// already failed the request.
     fn pick_read(&mut self, tried: &[usize]) -> Arc<Upstream> {
-        let topo = self.shared.topology.load();
-        if self.shared.config().routing.read_from == ReadFrom::Primary {
-            self.shared.metrics.fallback(Fallback::ReadFromPrimary);
-            return topo.primary.clone();
-        }
-        if topo.replicas.is_empty() {
-            self.shared.metrics.fallback(Fallback::NoReplicas);
-            return topo.primary.clone();
+        let topo = self.env.topology.load();
+        let config = self.env.config();
+        let window = Duration::from_millis(config.routing.latency_window_ms);
+        if config.routing.read_from == ReadFrom::Primary || topo.replicas.is_empty() {
+            // No replica can take it: skip the freshness bookkeeping.
+            let (up, fallback) = topo.read_target(config.routing.read_from, window, 0, |_| false);
+            if let Some(f) = fallback {
+                self.env.metrics.fallback(f);
+            }
+            return up.clone();
         }
         let need = self.read_need();
         if need != Need::Any
@@ -634,14 +659,16 @@ impl Session {
                     .iter()
                     .any(|r| r.unusable().is_none() && !fresh_enough(need, r.repl_offset())))
         {
-            self.shared.demand_offsets();
+            self.env.replication.demand_offsets();
         }
-        let window = Duration::from_millis(self.shared.config().routing.latency_window_ms);
-        let (up, fallback) = topo.pick_read(window, self.next_seq as usize, |u| {
-            tried.contains(&u.id) || !fresh_enough(need, u.repl_offset())
-        });
+        let (up, fallback) = topo.read_target(
+            config.routing.read_from,
+            window,
+            self.next_seq as usize,
+            |u| tried.contains(&u.id) || !fresh_enough(need, u.repl_offset()),
+        );
         if let Some(f) = fallback {
-            self.shared.metrics.fallback(f);
+            self.env.metrics.fallback(f);
         }
         up.clone()
     }
@@ -656,17 +683,15 @@ impl Session {
             // which runs it first, is sure to show it.
             return Need::Primary;
         }
-        let shared = self.shared.clone();
-        let offsets = shared.offsets.lock().unwrap_or_else(|p| p.into_inner());
+        let env = self.env.clone();
+        let offsets = env.replication.offsets();
         self.with_tracker(|t| t.need(&offsets))
     }
 
     fn with_tracker<R>(&mut self, f: impl FnOnce(&mut Tracker) -> R) -> R {
-        match self.shared.config().routing.consistency_scope {
+        match self.env.config().routing.consistency_scope {
             ConsistencyScope::Connection => f(&mut self.tracker),
-            ConsistencyScope::Sidecar => {
-                f(&mut self.shared.ryw.lock().unwrap_or_else(|p| p.into_inner()))
-            }
+            ConsistencyScope::Sidecar => f(&mut self.env.replication.tracker()),
         }
     }
 
@@ -715,7 +740,7 @@ impl Session {
         if cmd.argc() == 0 {
             return;
         }
-        let c = command::classify_full(&self.shared.commands.load(), &cmd);
+        let c = command::classify_full(&self.env.facts.commands(), &cmd);
         let route = c.route;
         self.cur_kind = c.kind;
         self.cur_marks_write = self.ryw && c.may_write;
@@ -779,7 +804,7 @@ impl Session {
                 self.send_to_primary(cmd)
             }
             Route::Pin(p @ Pin::Subscribe(_))
-                if self.shared.config().routing.subscribe_from == SubscribeFrom::Nearest =>
+                if self.env.config().routing.subscribe_from == SubscribeFrom::Nearest =>
             {
                 // Subscribing on the nearest replica: PUBLISH on the primary
                 // reaches it by replication (its reply then counts only the
@@ -796,7 +821,7 @@ impl Session {
     }
 
     fn send_to_primary(&mut self, cmd: Command) {
-        let up = self.shared.topology.load().primary.clone();
+        let up = self.env.topology.load().primary.clone();
         let pipe = self.pipe_for(&up);
         let seq = self.new_slot(false, Hook::None);
         self.send_pipe(pipe, seq, cmd.into_raw());
@@ -825,7 +850,7 @@ impl Session {
         {
             return i;
         }
-        let p = self.shared.pipe(up, self.db, self.proto);
+        let p = self.env.pipes.get(up, self.db, self.proto);
         self.pipes.push((up.id, self.db, self.proto, p));
         self.pipes.len() - 1
     }
@@ -833,7 +858,7 @@ impl Session {
     /// The dedicated connection, to the primary: everything stateful but
     /// subscriptions (see `subscribe_from`) lives there.
     fn ensure_dedicated(&mut self) {
-        let primary = self.shared.topology.load().primary.clone();
+        let primary = self.env.topology.load().primary.clone();
         self.ensure_dedicated_to(primary);
     }
 
@@ -853,7 +878,7 @@ impl Session {
         self.ded = Some(Dedicated::open(
             target,
             hs,
-            self.shared.timeouts,
+            self.env.pipes.timeouts(),
             self.events_tx.clone(),
         ));
     }
@@ -885,7 +910,7 @@ impl Session {
 
     fn dispatch_pinned(&mut self, cmd: Command, route: Route) {
         if route == Route::Read {
-            self.shared.metrics.fallback(Fallback::PinnedSession);
+            self.env.metrics.fallback(Fallback::PinnedSession);
         }
         if self.monitor {
             // Every frame on a monitoring connection is a stream frame.
@@ -930,7 +955,7 @@ impl Session {
                 self.send_dedicated(cmd, Expect::One { blocking: false }, hook);
             }
             Route::Local(Local::Auth) => {
-                if self.shared.config().security.requirepass.is_some() {
+                if self.env.config().security.requirepass.is_some() {
                     self.local(Local::Auth, cmd);
                 } else {
                     let hook = auth_args(&cmd)
@@ -1005,7 +1030,7 @@ impl Session {
         }
         let n: i64 = parse_int(cmd.arg(1).unwrap_or(b""))
             .ok_or_else(|| resp::error("ERR value is not an integer or out of range"))?;
-        let max = self.shared.databases.load(Ordering::Relaxed) as i64;
+        let max = self.env.facts.databases() as i64;
         if n < 0 || n >= max {
             return Err(resp::error("ERR DB index is out of range"));
         }
@@ -1126,11 +1151,11 @@ impl Session {
                 self.client_state = false;
                 self.multi_db = None;
                 self.identity = None;
-                self.db = self.shared.config().primary.url.db;
+                self.db = self.env.config().primary.url.db;
                 self.proto = Proto::Resp2;
                 self.name = None;
                 self.reply_mode = ReplyMode::On;
-                self.authed = self.shared.config().security.requirepass.is_none();
+                self.authed = self.env.config().security.requirepass.is_none();
                 // Slots still waiting on the dropped dedicated connection
                 // would never complete.
                 let waiting: Vec<u64> = self
@@ -1182,7 +1207,7 @@ impl Session {
         }
         match hook {
             Hook::Identity(user, pass, proto) => {
-                if self.shared.config().security.requirepass.is_some() {
+                if self.env.config().security.requirepass.is_some() {
                     if let Err(e) = self.check_requirepass(user.as_deref(), &pass) {
                         self.push_done(e);
                         return;
@@ -1212,12 +1237,7 @@ impl Session {
             }
             _ => {}
         }
-        let version = self
-            .shared
-            .server_version
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let version = self.env.facts.version();
         let reply = resp::hello(&HelloInfo {
             version: &version,
             proto: self.proto,
@@ -1230,7 +1250,7 @@ impl Session {
     fn check_requirepass(&self, user: Option<&str>, pass: &str) -> Result<(), Bytes> {
         let wrong = || resp::error("WRONGPASS invalid username-password pair or user is disabled.");
         let expected = self
-            .shared
+            .env
             .config()
             .security
             .requirepass
@@ -1243,7 +1263,7 @@ impl Session {
         if constant_time_eq(pass.as_bytes(), expected.as_bytes()) {
             Ok(())
         } else {
-            self.shared.metrics.error(ErrorKind::AuthFailed);
+            self.env.metrics.error(ErrorKind::AuthFailed);
             Err(wrong())
         }
     }
@@ -1251,7 +1271,7 @@ impl Session {
     /// The client presents the credentials the sidecar already uses for the
     /// primary: its identity does not change, so shared pipes stay fine.
     fn same_as_upstream(&self, user: Option<&str>, pass: &str) -> bool {
-        let url = &self.shared.config().primary.url;
+        let url = &self.env.config().primary.url;
         let Some(p) = &url.password else { return false };
         let user_ok = match (user, url.username.as_deref()) {
             (None | Some("default"), None | Some("default")) => true,
@@ -1268,7 +1288,7 @@ impl Session {
             ));
             return;
         };
-        if self.shared.config().security.requirepass.is_some() {
+        if self.env.config().security.requirepass.is_some() {
             match self.check_requirepass(user.as_deref(), &pass) {
                 Ok(()) => {
                     self.authed = true;

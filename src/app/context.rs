@@ -1,0 +1,87 @@
+//! The composition root's parts list: every shared piece is built here,
+//! once, and each task gets the narrow handles it needs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::conn::pipe::Timeouts;
+use crate::conn::pool::PipePool;
+use crate::control::ControlEnv;
+use crate::metrics::Global;
+use crate::model::SharedConfig;
+use crate::model::clients::Clients;
+use crate::model::facts::ServerFacts;
+use crate::model::replication::Replication;
+use crate::model::topology::TopologyCell;
+use crate::ops::admin::AdminEnv;
+use crate::session::SessionEnv;
+
+pub struct Context {
+    pub config: SharedConfig,
+    pub topology: Arc<TopologyCell>,
+    pub facts: Arc<ServerFacts>,
+    pub replication: Arc<Replication>,
+    pub pipes: Arc<PipePool>,
+    pub clients: Arc<Clients>,
+    pub metrics: Arc<Global>,
+    /// Set once on shutdown: sessions stop reading and finish what they have.
+    pub shutdown: watch::Sender<bool>,
+}
+
+impl Context {
+    pub fn new(config: Config) -> Context {
+        let timeouts = Timeouts {
+            connect: Duration::from_millis(config.timeouts.connect_timeout_ms),
+            request: Duration::from_millis(config.timeouts.request_timeout_ms),
+        };
+        Context {
+            topology: Arc::new(TopologyCell::from_config(&config)),
+            facts: Arc::new(ServerFacts::default()),
+            replication: Arc::new(Replication::default()),
+            pipes: Arc::new(PipePool::new(timeouts)),
+            clients: Arc::new(Clients::default()),
+            metrics: Arc::new(Global::new(
+                config.region.as_deref().unwrap_or(""),
+                config.limits.free_commands_per_day,
+            )),
+            shutdown: watch::channel(false).0,
+            config: Arc::new(ArcSwap::from_pointee(config)),
+        }
+    }
+
+    pub fn session_env(&self) -> Arc<SessionEnv> {
+        Arc::new(SessionEnv {
+            config: self.config.clone(),
+            topology: self.topology.clone(),
+            facts: self.facts.clone(),
+            replication: self.replication.clone(),
+            pipes: self.pipes.clone(),
+            clients: self.clients.clone(),
+            metrics: self.metrics.clone(),
+            shutdown: self.shutdown.subscribe(),
+        })
+    }
+
+    pub fn control_env(&self) -> ControlEnv {
+        ControlEnv {
+            config: self.config.clone(),
+            topology: self.topology.clone(),
+            facts: self.facts.clone(),
+            replication: self.replication.clone(),
+            pipes: self.pipes.clone(),
+        }
+    }
+
+    pub fn admin_env(&self) -> AdminEnv {
+        AdminEnv {
+            config: self.config.clone(),
+            topology: self.topology.clone(),
+            clients: self.clients.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}

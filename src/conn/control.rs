@@ -1,0 +1,76 @@
+//! A plain request/reply connection for the sidecar's own commands (probes,
+//! COMMAND, INFO, CONFIG GET).
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::connect::{self as upstream, Handshake, UpstreamError};
+use crate::model::upstream::Upstream;
+use crate::proto::{Command, Reply, ReplyFramer, ReplyLimits};
+
+/// A plain request/reply connection for the sidecar's own commands.
+pub struct Control {
+    stream: upstream::UpstreamStream,
+    buf: BytesMut,
+    framer: ReplyFramer,
+}
+
+impl Control {
+    pub async fn open(up: &Upstream, timeout: Duration) -> Result<Control, UpstreamError> {
+        let (stream, buf) = upstream::open(up, &Handshake::default(), timeout).await?;
+        Ok(Control {
+            stream,
+            buf,
+            framer: ReplyFramer::new(ReplyLimits::default()),
+        })
+    }
+
+    /// `call`, with an error reply (a refusal) returned as an error.
+    pub async fn call_ok(
+        &mut self,
+        args: &[&[u8]],
+        timeout: Duration,
+    ) -> Result<Reply, UpstreamError> {
+        let reply = self.call(args, timeout).await?;
+        if reply.is_error() {
+            return Err(refused(&reply));
+        }
+        Ok(reply)
+    }
+
+    pub async fn call(
+        &mut self,
+        args: &[&[u8]],
+        timeout: Duration,
+    ) -> Result<Reply, UpstreamError> {
+        let cmd = Command::from_args(args);
+        let exchange = async {
+            self.stream
+                .write_all(cmd.raw())
+                .await
+                .map_err(|e| UpstreamError::Lost(e.to_string()))?;
+            loop {
+                match self.framer.next(&mut self.buf) {
+                    Ok(Some(r)) if r.is_push() => continue,
+                    Ok(Some(r)) => return Ok(r),
+                    Ok(None) => {}
+                    Err(e) => return Err(UpstreamError::Protocol(e.to_string())),
+                }
+                match self.stream.read_buf(&mut self.buf).await {
+                    Ok(0) => return Err(UpstreamError::Lost("closed by the upstream".into())),
+                    Ok(_) => {}
+                    Err(e) => return Err(UpstreamError::Lost(e.to_string())),
+                }
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| UpstreamError::Timeout(timeout.as_millis() as u64))?
+    }
+}
+
+fn refused(reply: &Reply) -> UpstreamError {
+    UpstreamError::Protocol(String::from_utf8_lossy(&reply.raw).trim_end().to_string())
+}

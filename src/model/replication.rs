@@ -1,0 +1,66 @@
+//! Replication progress the sidecar tracks: the primary's offsets over time
+//! (for replica lag and read-your-writes bars), the sidecar-wide
+//! read-your-writes tracker, and the demand signal that turns fast offset
+//! polling on while reads wait.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use tokio::sync::Notify;
+
+use crate::route::consistency::Tracker;
+use crate::route::replication::OffsetHistory;
+
+/// How long fast offset polling continues after the last read that waited.
+const DEMAND_HOLD_MS: u64 = 1000;
+
+pub struct Replication {
+    offsets: Mutex<OffsetHistory>,
+    /// The sidecar-wide bookkeeping (`consistency_scope = sidecar`).
+    tracker: Mutex<Tracker>,
+    /// When reads last waited for offsets, in ms since `epoch` (0: never).
+    epoch: Instant,
+    demand_ms: AtomicU64,
+    /// Wakes the fast offset pollers.
+    pub wakeup: Notify,
+}
+
+impl Default for Replication {
+    fn default() -> Replication {
+        Replication {
+            offsets: Mutex::new(OffsetHistory::new()),
+            tracker: Mutex::new(Tracker::new()),
+            epoch: Instant::now(),
+            demand_ms: AtomicU64::new(0),
+            wakeup: Notify::new(),
+        }
+    }
+}
+
+impl Replication {
+    /// The primary's offset history.
+    pub fn offsets(&self) -> MutexGuard<'_, OffsetHistory> {
+        self.offsets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn tracker(&self) -> MutexGuard<'_, Tracker> {
+        self.tracker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A read is waiting for fresher offsets: poll fast for a while.
+    pub fn demand_offsets(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        let before = self.demand_ms.swap(now, Ordering::Relaxed);
+        if now.saturating_sub(before) > DEMAND_HOLD_MS / 2 {
+            self.wakeup.notify_waiters();
+        }
+    }
+
+    /// True while reads waited for offsets recently.
+    pub fn demanded(&self) -> bool {
+        let last = self.demand_ms.load(Ordering::Relaxed);
+        last != 0
+            && (self.epoch.elapsed().as_millis() as u64 + 1).saturating_sub(last) <= DEMAND_HOLD_MS
+    }
+}
