@@ -4,7 +4,9 @@
 //! Run: `cargo bench --bench select` (see `bench/README.md`).
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use nearby::proto::request::Command;

@@ -4,6 +4,8 @@
 //! probes and hardening; the Fly supervisor script runs the real sidecar next
 //! to an app; and every metric (and label value) that the alert rules and the
 //! Grafana dashboard query exists in `/metrics` of a running sidecar.
+// The real-binary tier waits on wall-clock time in plain threads.
+#![allow(clippy::disallowed_types)]
 
 mod common;
 

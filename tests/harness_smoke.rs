@@ -1,5 +1,7 @@
 //! Smoke tests for the integration harness itself (`tests/common`), against
 //! real `redis-server` processes only: the sidecar is not involved here.
+// The real-binary tier waits on wall-clock time in plain threads.
+#![allow(clippy::disallowed_types)]
 
 mod common;
 

@@ -1,4 +1,6 @@
 //! `nearby lab`: starts a world, serves through the sidecar, stops clean.
+// The real-binary tier waits on wall-clock time in plain threads.
+#![allow(clippy::disallowed_types)]
 
 mod common;
 

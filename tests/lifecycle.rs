@@ -1,4 +1,6 @@
 //! Graceful shutdown and hot reload, against the real binary.
+// The real-binary tier waits on wall-clock time in plain threads.
+#![allow(clippy::disallowed_types)]
 
 mod common;
 

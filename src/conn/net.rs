@@ -7,7 +7,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use hickory_resolver::config::{
     ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolverConfig,
@@ -164,7 +166,7 @@ pub async fn lookup(name: &str, limit: Option<Duration>) -> io::Result<Lookup> {
     }
     Ok(Lookup {
         ips,
-        valid_until: found.valid_until(),
+        valid_until: Instant::from_std(found.valid_until()),
     })
 }
 

@@ -280,7 +280,7 @@ async fn read_loop(
             }
         }
         if let Some(sent) = first_sent {
-            up.observe_passive(now - sent.max(prev_read), now.into_std());
+            up.observe_passive(now - sent.max(prev_read), now);
             prev_read = now;
         }
         while let Ok(e) = inflight_rx.try_recv() {
@@ -330,7 +330,7 @@ async fn read_loop(
     if lost {
         // Requests lost with the connection: a large sample, so reads move
         // away at once.
-        up.observe_failure(request_timeout, std::time::Instant::now());
+        up.observe_failure(request_timeout, Instant::now());
     }
     if matches!(err, UpstreamError::Timeout(_)) && up.set_healthy(false) {
         tracing::warn!(upstream = %up, error = %err, "upstream marked down");

@@ -15,7 +15,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::ControlEnv;
 use crate::model::topology::{Role, Topology, Upstream};

@@ -3,7 +3,9 @@
 //! rise/fall hysteresis.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::ControlEnv;
 use crate::conn::connect::UpstreamError;
@@ -31,7 +33,7 @@ pub async fn probe_loop(env: ControlEnv, up: Arc<Upstream>) {
         HealthState::new(cfg.health.rise, cfg.health.fall)
     };
     let mut conn: Option<Control> = None;
-    let mut next = tokio::time::Instant::now();
+    let mut next = Instant::now();
     loop {
         // Read each round: a reload may change the interval and timeouts.
         let (interval, timeout) = {
@@ -46,7 +48,7 @@ pub async fn probe_loop(env: ControlEnv, up: Arc<Upstream>) {
             )
         };
         tokio::time::sleep_until(next).await;
-        next = tokio::time::Instant::now() + interval;
+        next = Instant::now() + interval;
         if up.is_retired() {
             return;
         }

@@ -329,7 +329,7 @@ mod tests {
 
     /// Sends `msg`, reads it back, returns the elapsed time.
     async fn round_trip(s: &mut TcpStream, msg: &[u8]) -> Duration {
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         s.write_all(msg).await.unwrap();
         let mut back = vec![0u8; msg.len()];
         tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
@@ -417,7 +417,7 @@ mod tests {
         let mut s = connect(&relay).await;
         let (mut r, mut w) = s.split();
         let n = 1000usize;
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         let writer = async {
             for i in 0..n {
                 w.write_all(format!("msg{i:06}\n").as_bytes())

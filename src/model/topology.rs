@@ -198,7 +198,7 @@ fn literal_addr(url: &RedisUrl) -> Option<SocketAddr> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
+    use tokio::time::Instant;
 
     use super::*;
 

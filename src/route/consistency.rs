@@ -11,7 +11,7 @@
 //! raises the bar to that replica's offset: a session never goes back in
 //! time when it moves between upstreams.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use crate::route::replication::OffsetHistory;
 

@@ -14,7 +14,9 @@
 //!
 //! The cost used to pick a read target is the larger of the two.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 pub const PROBE_ALPHA: f64 = 0.2;
 pub const PASSIVE_ALPHA: f64 = 0.2;

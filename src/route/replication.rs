@@ -10,7 +10,9 @@
 //! this is a lower bound, exact to within the interval.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// Enough history to measure lags well past any sensible staleness bound
 /// at one sample a second, and more when sampled fast.

@@ -11,7 +11,9 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -257,7 +259,7 @@ impl Session {
         // read must not stall its own upstream replies).
         let mut out = BytesMut::with_capacity(16 * 1024);
         let mut eof = false;
-        let mut last_read = tokio::time::Instant::now();
+        let mut last_read = Instant::now();
         loop {
             let (max_inflight, max_output, idle) = {
                 let c = self.env.config();
@@ -284,7 +286,7 @@ impl Session {
                         eof = true;
                     }
                     Ok(_) => {
-                        last_read = tokio::time::Instant::now();
+                        last_read = Instant::now();
                         framer.set_unauthenticated(!self.authed);
                         self.take_commands(&mut framer, &mut inbuf, max_inflight, max_output, out.len());
                     }
