@@ -5,6 +5,10 @@
 //! upkeep — allocates a little per second; it is amortized here, which is
 //! why the bound is a small fraction, not zero.)
 
+// The integration harness of `tests/it`; this binary uses only a part of it
+// (in `tests/it` every item is used, and dead code there is a warning).
+#[allow(dead_code)]
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -1,6 +1,10 @@
 //! 10,000 concurrent client connections held open and all served.
 //! In its own test binary: it needs most of the process's file descriptors.
 
+// The integration harness of `tests/it`; this binary uses only a part of it
+// (in `tests/it` every item is used, and dead code there is a warning).
+#[allow(dead_code)]
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::io::{Read, Write};

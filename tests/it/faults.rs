@@ -1,14 +1,12 @@
 //! Faults under a bounded client load: frozen, killed, black-holed and
 //! restarted upstreams; hostile and broken clients.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Nearby, RawConn, RedisServer, resp, wait_until};
+use crate::common::{Cluster, Nearby, RawConn, RedisServer, resp, wait_until};
 
 fn signal(pid: u32, sig: &str) {
     assert!(

@@ -5,8 +5,6 @@
 //! to an app; and every metric (and label value) that the alert rules and the
 //! Grafana dashboard query exists in `/metrics` of a running sidecar.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -16,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::Value;
 
-use common::{Cluster, Nearby, RawConn, free_port, wait_until};
+use crate::common::{Cluster, Nearby, RawConn, free_port, wait_until};
 
 // ---------------------------------------------------------------------------
 // Files

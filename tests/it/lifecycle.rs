@@ -1,11 +1,9 @@
 //! Graceful shutdown and hot reload, against the real binary.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Nearby, RawConn, RedisServer, free_port, http_get, resp, wait_until};
+use crate::common::{Cluster, Nearby, RawConn, RedisServer, free_port, http_get, resp, wait_until};
 
 #[test]
 fn sigterm_drains_in_flight_requests_and_exits_zero() {

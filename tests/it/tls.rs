@@ -1,13 +1,11 @@
 //! Upstream TLS (`rediss://`): a real `redis-server` with TLS, certificates
 //! made with rcgen, and the sidecar in front (clients stay plaintext).
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Nearby, RawConn, free_port, wait_until};
+use crate::common::{Nearby, RawConn, free_port, wait_until};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,

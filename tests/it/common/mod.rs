@@ -4,9 +4,6 @@
 //! Synchronous (std::process, std::net), so it works from plain `#[test]`s and
 //! from `#[tokio::test]`s alike. Every process started here is killed when its
 //! handle is dropped, including while a test is panicking.
-#![allow(dead_code)]
-
-#[allow(dead_code)]
 pub mod lagging;
 
 use std::collections::HashMap;
@@ -249,11 +246,6 @@ impl RedisServer {
         self.dir.path().join("redis.log")
     }
 
-    /// The server's log.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
-    }
-
     /// Runs `redis-cli -h 127.0.0.1 -p <port> <args>`; returns stdout, trimmed.
     pub fn cli(&self, args: &[&str]) -> String {
         redis_cli(self.port, args)
@@ -394,11 +386,6 @@ impl Cluster {
         for r in &self.replicas {
             r.reset_stats();
         }
-    }
-
-    /// Every server, primary first.
-    pub fn servers(&self) -> impl Iterator<Item = &RedisServer> {
-        std::iter::once(&self.primary).chain(self.replicas.iter())
     }
 }
 
@@ -557,38 +544,9 @@ impl Nearby {
         }
     }
 
-    /// `redis://127.0.0.1:<port>`
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        loopback(self.port)
-    }
-
-    pub fn admin_addr(&self) -> SocketAddr {
-        loopback(self.admin_port)
-    }
-
     /// Everything the sidecar wrote to stdout and stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn client(&self) -> redis::Client {
-        redis::Client::open(self.url()).expect("redis client")
-    }
-
-    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        self.client()
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to nearby")
-    }
-
-    /// Runs `redis-cli` against the sidecar; returns stdout, trimmed.
-    pub fn cli(&self, args: &[&str]) -> String {
-        redis_cli(self.port, args)
     }
 
     pub fn pid(&self) -> u32 {
@@ -633,24 +591,6 @@ impl Nearby {
             }
         }
         let _ = self.child.wait();
-    }
-
-    /// Sends SIGTERM and returns the exit status (SIGKILL after `timeout`).
-    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                return self.child.wait().expect("wait nearby");
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
     }
 }
 
@@ -829,10 +769,6 @@ impl RawConn {
         };
         let _ = self.stream.set_read_timeout(Some(Duration::from_secs(5)));
         closed
-    }
-
-    pub fn set_read_timeout(&mut self, timeout: Duration) {
-        self.stream.set_read_timeout(Some(timeout)).unwrap();
     }
 
     pub fn stream(&self) -> &TcpStream {

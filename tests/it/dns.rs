@@ -3,8 +3,6 @@
 //! failing nameserver, and a primary name is connected by trying every
 //! address.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
@@ -15,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Nearby, RawConn, RedisServer, frame_len, free_port, parse_info, resp, wait_until};
+use crate::common::{
+    Nearby, RawConn, RedisServer, frame_len, free_port, parse_info, resp, wait_until,
+};
 
 // ---------------------------------------------------------------------------
 // A fake DNS server: answers A and AAAA queries from a table the test can

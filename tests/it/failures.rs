@@ -1,10 +1,8 @@
 //! Upstream failures: clear, fast errors for writes; reads keep flowing.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Nearby, RawConn};
+use crate::common::{Cluster, Nearby, RawConn};
 
 #[test]
 fn primary_down_writes_fail_fast_and_reads_continue() {

@@ -1,12 +1,10 @@
 //! Read-your-writes against a replica that really lags: its replication
 //! link runs through a relay that delays it by ~300 ms.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::RawConn;
-use common::lagging::{sidecar, world};
+use crate::common::RawConn;
+use crate::common::lagging::{sidecar, world};
 
 /// `pairs` write-then-read pairs on each of `threads` connections; the
 /// read goes through `read_port` on a second connection when `split`.
@@ -147,7 +145,7 @@ fn a_replica_beyond_max_staleness_serves_no_reads() {
             .map(|u| u["unusable"].as_str().unwrap_or("usable").to_string())
     };
     // Writes keep the replica ~300 ms behind: beyond the bound.
-    let stale = common::wait_until(Duration::from_secs(5), || {
+    let stale = crate::common::wait_until(Duration::from_secs(5), || {
         unusable().as_deref() == Some("stale")
     });
     assert!(stale, "the lagging replica was never marked stale");
@@ -175,7 +173,8 @@ fn a_replica_beyond_max_staleness_serves_no_reads() {
         "reads to the primary counted as all_stale"
     );
     // Once writes stop it catches up and serves again.
-    assert!(common::wait_until(Duration::from_secs(5), || unusable()
-        .as_deref()
-        == Some("usable")));
+    assert!(crate::common::wait_until(
+        Duration::from_secs(5),
+        || unusable().as_deref() == Some("usable")
+    ));
 }

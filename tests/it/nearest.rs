@@ -1,11 +1,9 @@
 //! Reads go to the nearest upstream by measured latency: real redis-servers
 //! placed at chosen distances behind the region simulator (a delaying relay).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Nearby, RawConn};
+use crate::common::{Cluster, Nearby, RawConn};
 use nearby::relay::Relay;
 
 struct World {

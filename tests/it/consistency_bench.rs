@@ -4,12 +4,10 @@
 //! reads seen; it asserts only what must hold (no stale read with
 //! read-your-writes; eventual really reads stale data here).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::RawConn;
-use common::lagging::{sidecar, world};
+use crate::common::RawConn;
+use crate::common::lagging::{sidecar, world};
 
 struct Outcome {
     reads: usize,

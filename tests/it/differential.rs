@@ -2,9 +2,7 @@
 //! sent through nearby (primary + 2 replicas behind it) or straight to a
 //! standalone redis-server.
 
-mod common;
-
-use common::{Cluster, Nearby, RawConn, RedisServer};
+use crate::common::{Cluster, Nearby, RawConn, RedisServer};
 
 /// Commands whose replies are deterministic across two servers (no random
 /// hash-table orders, no times, no ids). Each line is split on spaces;

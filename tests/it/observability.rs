@@ -1,10 +1,8 @@
 //! Metrics, admin endpoints and status, checked against known traffic.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Cluster, Nearby, RawConn, wait_until};
+use crate::common::{Cluster, Nearby, RawConn, wait_until};
 
 /// The value of one sample line `name{labels} value` whose labels include
 /// every `label="value"` in `want`.
@@ -226,8 +224,8 @@ fn readyz_follows_what_can_be_served() {
 
 #[test]
 fn status_lists_every_region_and_never_a_password() {
-    let primary = common::RedisServer::start_with(&["--requirepass", "hunter2-secret"]);
-    let replica = common::RedisServer::start_with(&[
+    let primary = crate::common::RedisServer::start_with(&["--requirepass", "hunter2-secret"]);
+    let replica = crate::common::RedisServer::start_with(&[
         "--replicaof",
         "127.0.0.1",
         &primary.port.to_string(),
