@@ -18,6 +18,7 @@ mod differential;
 mod dns;
 mod failures;
 mod faults;
+mod harness_log_check;
 mod harness_smoke;
 mod lab;
 mod lifecycle;
