@@ -122,6 +122,10 @@ fn a_replica_beyond_max_staleness_serves_no_reads() {
     // a replica ~300 ms behind moves between ~100 and ~500 ms: a 50 ms
     // bound is exceeded at every sample.
     let nearby = sidecar(&w, &["--max-staleness-ms", "50"]);
+    nearby.expect_log(
+        "WARN",
+        "replica lags beyond the staleness bound: excluded from reads",
+    );
     let port = nearby.port;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {

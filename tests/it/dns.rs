@@ -401,6 +401,10 @@ fn replica_name_follows_its_records() {
     );
 
     // SERVFAIL: the last good address keeps serving, one warning.
+    nearby.expect_log(
+        "WARN",
+        "replica replicas.test does not resolve; keeping [127.0.0.2]",
+    );
     dns.set_mode(Mode::ServFail);
     assert!(
         wait_until(Duration::from_secs(10), || nearby.log().contains(

@@ -122,6 +122,7 @@ fn sighup_reloads_replicas_and_rejects_a_bad_config_without_dropping_clients() {
     assert_eq!(cluster.primary.calls("get"), 10);
 
     // A bad config is rejected; the old one keeps running.
+    nearby.expect_log("ERROR", "config reload rejected, the running config stays");
     std::fs::write(&path, "[primary]\nurl = \"http://nope\"\n").unwrap();
     hup();
     assert!(wait_until(Duration::from_secs(5), || nearby

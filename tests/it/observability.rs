@@ -209,6 +209,11 @@ fn readyz_follows_what_can_be_served() {
     let nearby = Nearby::start_for(&cluster, &["--probe-interval-ms", "100", "--fall", "2"]);
     assert!(nearby.wait_ready(Duration::from_secs(5)));
     assert_eq!(nearby.http_get("/healthz").unwrap().0, 200);
+    for up in ["primary in primary", "replica in r1"] {
+        nearby
+            .expect_log("WARN", &format!("upstream is down upstream={up}"))
+            .expect_log("WARN", &format!("upstream marked down upstream={up}"));
+    }
     // With the primary gone, the replica still serves reads: ready.
     cluster.primary.kill();
     std::thread::sleep(Duration::from_millis(600));
