@@ -307,7 +307,8 @@ impl Usage {
 
     pub fn add(&self, n: u64) {
         if self.add_at(n, SystemTime::now()) {
-            tracing::warn!(
+            // A metering event, not a fault: INFO.
+            tracing::info!(
                 free_per_day = self.free_per_day,
                 "usage crossed the free daily allowance: further commands today are billable"
             );

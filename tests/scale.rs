@@ -3,6 +3,10 @@
 // The real-binary tier waits on wall-clock time in plain threads.
 #![allow(clippy::disallowed_types)]
 
+// The integration harness of `tests/it`; this binary uses only a part of it
+// (in `tests/it` every item is used, and dead code there is a warning).
+#[allow(dead_code)]
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::io::{Read, Write};

@@ -1,12 +1,8 @@
 //! Metrics, admin endpoints and status, checked against known traffic.
-// The real-binary tier waits on wall-clock time in plain threads.
-#![allow(clippy::disallowed_types)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::{Cluster, Nearby, RawConn, wait_until};
+use crate::common::{Cluster, Nearby, RawConn, wait_until};
 
 /// The value of one sample line `name{labels} value` whose labels include
 /// every `label="value"` in `want`.
@@ -213,6 +209,11 @@ fn readyz_follows_what_can_be_served() {
     let nearby = Nearby::start_for(&cluster, &["--probe-interval-ms", "100", "--fall", "2"]);
     assert!(nearby.wait_ready(Duration::from_secs(5)));
     assert_eq!(nearby.http_get("/healthz").unwrap().0, 200);
+    for up in ["primary in primary", "replica in r1"] {
+        nearby
+            .expect_log("WARN", &format!("upstream is down upstream={up}"))
+            .expect_log("WARN", &format!("upstream marked down upstream={up}"));
+    }
     // With the primary gone, the replica still serves reads: ready.
     cluster.primary.kill();
     std::thread::sleep(Duration::from_millis(600));
@@ -228,8 +229,8 @@ fn readyz_follows_what_can_be_served() {
 
 #[test]
 fn status_lists_every_region_and_never_a_password() {
-    let primary = common::RedisServer::start_with(&["--requirepass", "hunter2-secret"]);
-    let replica = common::RedisServer::start_with(&[
+    let primary = crate::common::RedisServer::start_with(&["--requirepass", "hunter2-secret"]);
+    let replica = crate::common::RedisServer::start_with(&[
         "--replicaof",
         "127.0.0.1",
         &primary.port.to_string(),

@@ -4,10 +4,6 @@
 //! probes and hardening; the Fly supervisor script runs the real sidecar next
 //! to an app; and every metric (and label value) that the alert rules and the
 //! Grafana dashboard query exists in `/metrics` of a running sidecar.
-// The real-binary tier waits on wall-clock time in plain threads.
-#![allow(clippy::disallowed_types)]
-
-mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -18,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::Value;
 
-use common::{Cluster, Nearby, RawConn, free_port, wait_until};
+use crate::common::{Cluster, Nearby, RawConn, free_port, wait_until};
 
 // ---------------------------------------------------------------------------
 // Files

@@ -1,12 +1,8 @@
 //! Upstream failures: clear, fast errors for writes; reads keep flowing.
-// The real-binary tier waits on wall-clock time in plain threads.
-#![allow(clippy::disallowed_types)]
-
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Nearby, RawConn};
+use crate::common::{Cluster, Nearby, RawConn};
 
 #[test]
 fn primary_down_writes_fail_fast_and_reads_continue() {
@@ -17,6 +13,9 @@ fn primary_down_writes_fail_fast_and_reads_continue() {
     cluster.wait_replicated();
 
     cluster.primary.kill();
+    nearby
+        .expect_log("WARN", "upstream marked down upstream=primary in primary")
+        .expect_log("WARN", "upstream is down upstream=primary in primary");
     for i in 0..5 {
         let start = Instant::now();
         let reply = String::from_utf8(c.cmd(&["SET", "k", "after"])).unwrap();
@@ -57,6 +56,10 @@ fn a_killed_replica_costs_no_read_errors() {
         .expect("a replica served reads");
     let mut victim = cluster.replicas.remove(serving);
     let survivor = &cluster.replicas[0];
+    let killed = format!("upstream=replica in r{}", serving + 1);
+    nearby
+        .expect_log("WARN", &format!("upstream marked down {killed}"))
+        .expect_log("WARN", &format!("upstream is down {killed}"));
     victim.kill();
     for i in 0..300 {
         assert_eq!(
@@ -98,6 +101,10 @@ fn upstream_timeout_is_reported_within_the_request_timeout() {
         Ok(n) => n,
         Err(log) => panic!("{log}"),
     };
+    // The silent primary: the request times out, and so do probes.
+    nearby
+        .expect_log("WARN", "upstream marked down upstream=primary in mad")
+        .expect_log("WARN", "upstream is down upstream=primary in mad");
     let mut c = RawConn::connect(nearby.port);
     let start = Instant::now();
     let reply = String::from_utf8(c.cmd(&["SET", "a", "b"])).unwrap();

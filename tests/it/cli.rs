@@ -5,8 +5,6 @@
 //! Every case runs the real binary with every `NEARBY_*` variable and
 //! `FLY_REGION` removed from its environment, then sets exactly the ones the
 //! case is about.
-// The real-binary tier waits on wall-clock time in plain threads.
-#![allow(clippy::disallowed_types)]
 
 use std::io::Read;
 use std::net::TcpListener;

@@ -4,10 +4,8 @@
 //! Synchronous (std::process, std::net), so it works from plain `#[test]`s and
 //! from `#[tokio::test]`s alike. Every process started here is killed when its
 //! handle is dropped, including while a test is panicking.
-#![allow(dead_code)]
-
-#[allow(dead_code)]
 pub mod lagging;
+pub mod log_check;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -15,6 +13,7 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -249,11 +248,6 @@ impl RedisServer {
         self.dir.path().join("redis.log")
     }
 
-    /// The server's log.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
-    }
-
     /// Runs `redis-cli -h 127.0.0.1 -p <port> <args>`; returns stdout, trimmed.
     pub fn cli(&self, args: &[&str]) -> String {
         redis_cli(self.port, args)
@@ -395,11 +389,6 @@ impl Cluster {
             r.reset_stats();
         }
     }
-
-    /// Every server, primary first.
-    pub fn servers(&self) -> impl Iterator<Item = &RedisServer> {
-        std::iter::once(&self.primary).chain(self.replicas.iter())
-    }
 }
 
 fn offset(info: &HashMap<String, String>, key: &str) -> u64 {
@@ -413,11 +402,20 @@ fn offset(info: &HashMap<String, String>, key: &str) -> u64 {
 
 /// A running `nearby` sidecar. Dropping it sends SIGTERM, waits up to 3 s,
 /// then SIGKILLs. If the test is panicking, the sidecar's log tail is printed.
+///
+/// Its log (stdout and stderr) is checked when it stops ([`Nearby::stop`] or
+/// the drop at the end of the test): a WARN or ERROR line that the test did
+/// not declare with [`Nearby::expect_log`] fails the test.
 pub struct Nearby {
     pub port: u16,
     pub admin_port: u16,
     child: Child,
     log: PathBuf,
+    /// WARN/ERROR lines the test declared as expected.
+    expected: Mutex<Vec<log_check::Expected>>,
+    /// Whether the log is still to be checked: once, when the sidecar stops;
+    /// never for a start that failed.
+    check_log: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -533,6 +531,8 @@ impl Nearby {
             admin_port,
             child,
             log,
+            expected: Mutex::new(Vec::new()),
+            check_log: false,
             _dir: dir,
         };
 
@@ -544,10 +544,11 @@ impl Nearby {
             if let Some(reply) = quick_query(port, &resp(&["PING"]))
                 && (reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH"))
             {
+                n.check_log = true;
                 return Ok(n);
             }
             if Instant::now() >= deadline {
-                n.stop();
+                n.shutdown();
                 return Err(format!(
                     "nearby did not answer PING within 10 s; log:\n{}",
                     n.log()
@@ -557,38 +558,9 @@ impl Nearby {
         }
     }
 
-    /// `redis://127.0.0.1:<port>`
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        loopback(self.port)
-    }
-
-    pub fn admin_addr(&self) -> SocketAddr {
-        loopback(self.admin_port)
-    }
-
     /// Everything the sidecar wrote to stdout and stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn client(&self) -> redis::Client {
-        redis::Client::open(self.url()).expect("redis client")
-    }
-
-    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        self.client()
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to nearby")
-    }
-
-    /// Runs `redis-cli` against the sidecar; returns stdout, trimmed.
-    pub fn cli(&self, args: &[&str]) -> String {
-        redis_cli(self.port, args)
     }
 
     pub fn pid(&self) -> u32 {
@@ -617,8 +589,52 @@ impl Nearby {
         wait_until(timeout, || matches!(self.http_get("/readyz"), Ok((200, _))))
     }
 
-    /// Sends SIGTERM, waits up to 3 s, then SIGKILLs. Idempotent.
+    /// Declares a log line this test expects (the scenario causes it): a line
+    /// at `level` (`"WARN"` or `"ERROR"`) containing `substring` does not fail
+    /// the test when the sidecar stops. It may appear any number of times,
+    /// including none. Declare narrowly: a part of the message, not a prefix
+    /// that would match anything.
+    pub fn expect_log(&self, level: &str, substring: &str) -> &Self {
+        self.expected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(log_check::Expected::new(level, substring));
+        self
+    }
+
+    /// Sends SIGTERM, waits up to 3 s, then SIGKILLs; then checks the log
+    /// (once): panics if it has a WARN or ERROR line not declared with
+    /// [`Nearby::expect_log`]. Idempotent.
     pub fn stop(&mut self) {
+        self.shutdown();
+        if let Some(report) = self.take_log_report() {
+            panic!("{report}");
+        }
+    }
+
+    /// The undeclared WARN/ERROR lines, as a message, if there are any and
+    /// the log was not checked yet. Marks the log checked.
+    fn take_log_report(&mut self) -> Option<String> {
+        if !std::mem::take(&mut self.check_log) {
+            return None;
+        }
+        let log = self.log();
+        let expected = self.expected.lock().unwrap_or_else(|e| e.into_inner());
+        let bad = log_check::unexpected(&log, &expected);
+        if bad.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "nearby (port {}) logged {} WARN/ERROR line(s) the test did not expect \
+             (declare the ones the scenario causes with Nearby::expect_log(level, substring)):\n{}",
+            self.port,
+            bad.len(),
+            bad.join("\n")
+        ))
+    }
+
+    /// Sends SIGTERM, waits up to 3 s, then SIGKILLs. Idempotent.
+    fn shutdown(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = Command::new("kill")
                 .args(["-TERM", &self.child.id().to_string()])
@@ -634,35 +650,25 @@ impl Nearby {
         }
         let _ = self.child.wait();
     }
-
-    /// Sends SIGTERM and returns the exit status (SIGKILL after `timeout`).
-    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                return self.child.wait().expect("wait nearby");
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
 }
 
 impl Drop for Nearby {
     fn drop(&mut self) {
-        self.stop();
+        self.shutdown();
+        let report = self.take_log_report();
         if thread::panicking() {
+            // Never panic again while panicking: print the tail (and what
+            // would have failed the test) instead.
             eprintln!(
                 "---- nearby (port {}) log tail ----\n{}\n----",
                 self.port,
                 tail(&self.log, 60)
             );
+            if let Some(report) = report {
+                eprintln!("{report}");
+            }
+        } else if let Some(report) = report {
+            panic!("{report}");
         }
     }
 }
@@ -829,10 +835,6 @@ impl RawConn {
         };
         let _ = self.stream.set_read_timeout(Some(Duration::from_secs(5)));
         closed
-    }
-
-    pub fn set_read_timeout(&mut self, timeout: Duration) {
-        self.stream.set_read_timeout(Some(timeout)).unwrap();
     }
 
     pub fn stream(&self) -> &TcpStream {

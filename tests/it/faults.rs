@@ -1,16 +1,12 @@
 //! Faults under a bounded client load: frozen, killed, black-holed and
 //! restarted upstreams; hostile and broken clients.
-// The real-binary tier waits on wall-clock time in plain threads.
-#![allow(clippy::disallowed_types)]
-
-mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Nearby, RawConn, RedisServer, resp, wait_until};
+use crate::common::{Cluster, Nearby, RawConn, RedisServer, resp, wait_until};
 
 fn signal(pid: u32, sig: &str) {
     assert!(
@@ -74,6 +70,9 @@ fn a_frozen_replica_is_ejected_and_comes_back() {
     read_loop(&mut c, Duration::from_millis(300));
 
     let frozen = &cluster.replicas[0];
+    nearby
+        .expect_log("WARN", "upstream marked down upstream=replica in r1")
+        .expect_log("WARN", "upstream is down upstream=replica in r1");
     signal(frozen.pid(), "-STOP");
     // No read fails: requests stuck on the frozen replica time out and are
     // retried elsewhere.
@@ -112,6 +111,9 @@ fn primary_killed_and_restarted_without_restarting_nearby() {
     assert_eq!(c.cmd(&["SET", "k", "v"]), b"+OK\r\n");
     cluster.wait_replicated();
 
+    nearby
+        .expect_log("WARN", "upstream marked down upstream=primary in primary")
+        .expect_log("WARN", "upstream is down upstream=primary in primary");
     cluster.primary.kill();
     let start = Instant::now();
     let reply = String::from_utf8(c.cmd(&["SET", "k", "w"])).unwrap();
@@ -166,6 +168,9 @@ fn a_black_holed_replica_costs_no_read_errors() {
     assert_eq!(c.cmd(&["SET", "k", "v"]), b"+OK\r\n");
     cluster.wait_replicated();
     read_loop(&mut c, Duration::from_millis(300));
+    nearby
+        .expect_log("WARN", "upstream marked down upstream=replica in hole")
+        .expect_log("WARN", "upstream is down upstream=replica in hole");
     relay.set_blackhole(true);
     let n = read_loop(&mut c, Duration::from_millis(2000));
     assert!(n > 20, "{n} reads in 2 s");

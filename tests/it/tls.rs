@@ -1,15 +1,11 @@
 //! Upstream TLS (`rediss://`): a real `redis-server` with TLS, certificates
 //! made with rcgen, and the sidecar in front (clients stay plaintext).
-// The real-binary tier waits on wall-clock time in plain threads.
-#![allow(clippy::disallowed_types)]
-
-mod common;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Nearby, RawConn, free_port, wait_until};
+use crate::common::{Nearby, RawConn, free_port, wait_until};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
@@ -267,6 +263,10 @@ fn wrong_ca_is_a_clear_error() {
         "--tls-ca-file",
         &other,
     ]);
+    sidecar.expect_log(
+        "WARN",
+        "error=TLS: handshake with 127.0.0.1 failed: invalid peer certificate: UnknownIssuer",
+    );
     let err = set_error(&sidecar);
     assert!(
         err.contains(&format!("127.0.0.1:{}", redis.port)),
@@ -289,6 +289,10 @@ fn public_roots_do_not_trust_a_private_ca() {
     let redis = TlsRedis::start(&pki, false, &[]);
     // No --tls-ca-file: the public web PKI roots.
     let sidecar = Nearby::start(&["--primary", &redis.url("127.0.0.1")]);
+    sidecar.expect_log(
+        "WARN",
+        "error=TLS: handshake with 127.0.0.1 failed: invalid peer certificate: UnknownIssuer",
+    );
     let err = set_error(&sidecar);
     assert!(
         err.to_lowercase().contains("certificate"),
@@ -322,6 +326,10 @@ fn server_name_override() {
         "--tls-server-name",
         "elsewhere.test",
     ]);
+    sidecar.expect_log(
+        "WARN",
+        "error=TLS: handshake with elsewhere.test failed: invalid peer certificate: certificate not valid for name \"elsewhere.test\"",
+    );
     let err = set_error(&sidecar);
     assert!(
         err.contains("not valid for name"),
@@ -338,6 +346,10 @@ fn mutual_tls() {
 
     // Without a client certificate the server refuses.
     let sidecar = Nearby::start(&["--primary", &url, "--tls-ca-file", &ca]);
+    sidecar.expect_log(
+        "WARN",
+        "error=TLS: the server refused the session: received fatal alert: CertificateRequired",
+    );
     let err = set_error(&sidecar);
     assert!(
         err.contains(&format!("127.0.0.1:{}", redis.port)),

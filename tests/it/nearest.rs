@@ -1,19 +1,16 @@
 //! Reads go to the nearest upstream by measured latency: real redis-servers
 //! placed at chosen distances behind the region simulator (a delaying relay).
-// The real-binary tier waits on wall-clock time in plain threads.
-#![allow(clippy::disallowed_types)]
-
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Nearby, RawConn};
+use crate::common::{Cluster, Nearby, RawConn};
 use nearby::lab::relay::Relay;
 
+/// Fields drop in order: the sidecar stops before its upstreams go away.
 struct World {
+    nearby: Nearby,
     cluster: Cluster,
     relays: Vec<Relay>, // primary, then replicas in order
-    nearby: Nearby,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -53,9 +50,9 @@ fn world(primary_ms: u64, replica_ms: &[u64], extra: &[&str]) -> World {
     all.extend_from_slice(extra);
     let nearby = Nearby::start(&all);
     World {
+        nearby,
         cluster,
         relays,
-        nearby,
         _rt: rt,
     }
 }
@@ -143,6 +140,9 @@ fn killing_the_chosen_replica_mid_loop_costs_no_errors() {
     assert!(before[0] > 0 && before[1] == 0, "{before:?}");
 
     let mut chosen = w.cluster.replicas.remove(0);
+    w.nearby
+        .expect_log("WARN", "upstream marked down upstream=replica in r1")
+        .expect_log("WARN", "upstream is down upstream=replica in r1");
     chosen.kill();
     // Every read in the loop succeeds (read_for asserts each reply).
     let n = read_for(&mut c, Duration::from_millis(1500));

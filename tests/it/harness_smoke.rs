@@ -1,13 +1,9 @@
-//! Smoke tests for the integration harness itself (`tests/common`), against
+//! Smoke tests for the integration harness itself (`tests/it/common`), against
 //! real `redis-server` processes only: the sidecar is not involved here.
-// The real-binary tier waits on wall-clock time in plain threads.
-#![allow(clippy::disallowed_types)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::{Cluster, RawConn, RedisServer, frame_len, free_port, resp};
+use crate::common::{Cluster, RawConn, RedisServer, frame_len, free_port, resp};
 
 #[test]
 fn free_ports_are_distinct_and_bindable() {

@@ -2,15 +2,11 @@
 //! exactly the `-ERR Protocol error: ...` line redis-server 7.0 sends for the
 //! same bytes, then a closed connection; other clients and later connections
 //! are unaffected, memory stays bounded, and the process never panics.
-// The real-binary tier waits on wall-clock time in plain threads.
-#![allow(clippy::disallowed_types)]
-
-mod common;
 
 use std::io::Write;
 use std::time::Duration;
 
-use common::{Cluster, Nearby, RawConn, resp, resp_bytes, wait_until};
+use crate::common::{Cluster, Nearby, RawConn, resp, resp_bytes, wait_until};
 
 /// A bad request and the exact error line redis-server 7.0 replies with.
 struct Case {
@@ -398,7 +394,7 @@ fn bad_input_inside_a_transaction_discards_it() {
 fn unauthenticated_limits_match_redis() {
     let cluster = Cluster::start(2);
     let mut nearby = Nearby::start_for(&cluster, &["--requirepass", "client-pw"]);
-    let redis = common::RedisServer::start_with(&["--requirepass", "client-pw"]);
+    let redis = crate::common::RedisServer::start_with(&["--requirepass", "client-pw"]);
 
     let mut big_bulk = b"*1\r\n$16385\r\n".to_vec();
     big_bulk.extend(std::iter::repeat_n(b'x', 16_385));

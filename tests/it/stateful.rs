@@ -1,13 +1,9 @@
 //! Commands that create connection state ride dedicated connections, and
 //! the session goes back to shared routing once the state is gone.
-// The real-binary tier waits on wall-clock time in plain threads.
-#![allow(clippy::disallowed_types)]
-
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Nearby, RawConn, resp};
+use crate::common::{Cluster, Nearby, RawConn, resp};
 
 fn setup() -> (Cluster, Nearby) {
     let cluster = Cluster::start(1);
@@ -283,7 +279,7 @@ fn auth_with_requirepass() {
 #[test]
 fn client_auth_passes_through_to_the_primary() {
     // The upstream requires a password; the sidecar knows it from the URL.
-    let primary = common::RedisServer::start_with(&["--requirepass", "up-pass"]);
+    let primary = crate::common::RedisServer::start_with(&["--requirepass", "up-pass"]);
     let nearby = Nearby::start(&[
         "--primary",
         &format!("redis://:up-pass@127.0.0.1:{}", primary.port),

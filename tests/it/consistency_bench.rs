@@ -3,15 +3,11 @@
 //! the share of reads replicas served, the mean read latency and the stale
 //! reads seen; it asserts only what must hold (no stale read with
 //! read-your-writes; eventual really reads stale data here).
-// The real-binary tier waits on wall-clock time in plain threads.
-#![allow(clippy::disallowed_types)]
-
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::RawConn;
-use common::lagging::{sidecar, world};
+use crate::common::RawConn;
+use crate::common::lagging::{sidecar, world};
 
 struct Outcome {
     reads: usize,

@@ -1,13 +1,9 @@
 //! Where commands run, measured on the servers themselves with
 //! `INFO commandstats`, and pipelining order.
-// The real-binary tier waits on wall-clock time in plain threads.
-#![allow(clippy::disallowed_types)]
 
-mod common;
+use crate::common::{Cluster, Nearby, RawConn, resp};
 
-use common::{Cluster, Nearby, RawConn, resp};
-
-fn rejected(server: &common::RedisServer, cmd: &str) -> u64 {
+fn rejected(server: &crate::common::RedisServer, cmd: &str) -> u64 {
     server
         .info("commandstats")
         .get(&format!("cmdstat_{cmd}"))

@@ -1,14 +1,10 @@
 //! Read-your-writes against a replica that really lags: its replication
 //! link runs through a relay that delays it by ~300 ms.
-// The real-binary tier waits on wall-clock time in plain threads.
-#![allow(clippy::disallowed_types)]
-
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::RawConn;
-use common::lagging::{sidecar, world};
+use crate::common::RawConn;
+use crate::common::lagging::{sidecar, world};
 
 /// `pairs` write-then-read pairs on each of `threads` connections; the
 /// read goes through `read_port` on a second connection when `split`.
@@ -126,6 +122,10 @@ fn a_replica_beyond_max_staleness_serves_no_reads() {
     // a replica ~300 ms behind moves between ~100 and ~500 ms: a 50 ms
     // bound is exceeded at every sample.
     let nearby = sidecar(&w, &["--max-staleness-ms", "50"]);
+    nearby.expect_log(
+        "WARN",
+        "replica lags beyond the staleness bound: excluded from reads",
+    );
     let port = nearby.port;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
@@ -149,7 +149,7 @@ fn a_replica_beyond_max_staleness_serves_no_reads() {
             .map(|u| u["unusable"].as_str().unwrap_or("usable").to_string())
     };
     // Writes keep the replica ~300 ms behind: beyond the bound.
-    let stale = common::wait_until(Duration::from_secs(5), || {
+    let stale = crate::common::wait_until(Duration::from_secs(5), || {
         unusable().as_deref() == Some("stale")
     });
     assert!(stale, "the lagging replica was never marked stale");
@@ -177,7 +177,8 @@ fn a_replica_beyond_max_staleness_serves_no_reads() {
         "reads to the primary counted as all_stale"
     );
     // Once writes stop it catches up and serves again.
-    assert!(common::wait_until(Duration::from_secs(5), || unusable()
-        .as_deref()
-        == Some("usable")));
+    assert!(crate::common::wait_until(
+        Duration::from_secs(5),
+        || unusable().as_deref() == Some("usable")
+    ));
 }

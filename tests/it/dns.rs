@@ -2,10 +2,6 @@
 //! two addresses becomes two upstreams, follows record changes, survives a
 //! failing nameserver, and a primary name is connected by trying every
 //! address.
-// The real-binary tier waits on wall-clock time in plain threads.
-#![allow(clippy::disallowed_types)]
-
-mod common;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -17,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Nearby, RawConn, RedisServer, frame_len, free_port, parse_info, resp, wait_until};
+use crate::common::{
+    Nearby, RawConn, RedisServer, frame_len, free_port, parse_info, resp, wait_until,
+};
 
 // ---------------------------------------------------------------------------
 // A fake DNS server: answers A and AAAA queries from a table the test can
@@ -403,6 +401,10 @@ fn replica_name_follows_its_records() {
     );
 
     // SERVFAIL: the last good address keeps serving, one warning.
+    nearby.expect_log(
+        "WARN",
+        "replica replicas.test does not resolve; keeping [127.0.0.2]",
+    );
     dns.set_mode(Mode::ServFail);
     assert!(
         wait_until(Duration::from_secs(10), || nearby.log().contains(

@@ -1,13 +1,9 @@
 //! `nearby lab`: starts a world, serves through the sidecar, stops clean.
-// The real-binary tier waits on wall-clock time in plain threads.
-#![allow(clippy::disallowed_types)]
-
-mod common;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{RawConn, free_port, http_get, wait_until};
+use crate::common::{RawConn, free_port, http_get, wait_until};
 
 fn children(pid: u32) -> Vec<u32> {
     let out = Command::new("pgrep")

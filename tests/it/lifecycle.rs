@@ -1,13 +1,9 @@
 //! Graceful shutdown and hot reload, against the real binary.
-// The real-binary tier waits on wall-clock time in plain threads.
-#![allow(clippy::disallowed_types)]
-
-mod common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Nearby, RawConn, RedisServer, free_port, http_get, resp, wait_until};
+use crate::common::{Cluster, Nearby, RawConn, RedisServer, free_port, http_get, resp, wait_until};
 
 #[test]
 fn sigterm_drains_in_flight_requests_and_exits_zero() {
@@ -126,6 +122,7 @@ fn sighup_reloads_replicas_and_rejects_a_bad_config_without_dropping_clients() {
     assert_eq!(cluster.primary.calls("get"), 10);
 
     // A bad config is rejected; the old one keeps running.
+    nearby.expect_log("ERROR", "config reload rejected, the running config stays");
     std::fs::write(&path, "[primary]\nurl = \"http://nope\"\n").unwrap();
     hup();
     assert!(wait_until(Duration::from_secs(5), || nearby

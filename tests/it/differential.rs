@@ -1,12 +1,8 @@
 //! Differential: the same commands, byte for byte the same replies, whether
 //! sent through nearby (primary + 2 replicas behind it) or straight to a
 //! standalone redis-server.
-// The real-binary tier waits on wall-clock time in plain threads.
-#![allow(clippy::disallowed_types)]
 
-mod common;
-
-use common::{Cluster, Nearby, RawConn, RedisServer};
+use crate::common::{Cluster, Nearby, RawConn, RedisServer};
 
 /// Commands whose replies are deterministic across two servers (no random
 /// hash-table orders, no times, no ids). Each line is split on spaces;
