@@ -39,7 +39,7 @@ pub async fn run_until(
     metrics::install(config.metrics == crate::config::Metrics::On);
     crate::conn::tls::init(&config.tls).map_err(std::io::Error::other)?;
     metrics::spawn_upkeep();
-    let listener = crate::conn::net::listen(config.listen)?;
+    let listener = crate::conn::socket::listen(config.listen)?;
     let cx = Context::new(config);
     let config = cx.config.load_full();
     tracing::info!(
@@ -50,7 +50,7 @@ pub async fn run_until(
     );
     crate::ops::admin::serve(cx.admin_env(), config.admin).await?;
     // The resolver is configured before any prober resolves a name.
-    if let Err(e) = crate::conn::net::init_resolver(&config.dns) {
+    if let Err(e) = crate::conn::resolve::init_resolver(&config.dns) {
         tracing::error!(error = %e, "cannot configure the DNS resolver; using the system defaults");
     }
     let control = cx.control_env();
@@ -120,7 +120,7 @@ async fn accept_loop(listener: TcpListener, env: Arc<SessionEnv>, mut stop: watc
             _ = stop.changed() => return,
             r = listener.accept() => match r {
                 Ok((stream, _peer)) => {
-                    crate::conn::net::tune_accepted(&stream);
+                    crate::conn::socket::tune_accepted(&stream);
                     tokio::spawn(crate::session::serve(env.clone(), stream));
                 }
                 Err(e) => {

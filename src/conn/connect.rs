@@ -13,7 +13,7 @@ use crate::model::topology::Upstream;
 use crate::proto::Proto;
 use crate::proto::{Command, ReplyFramer, ReplyLimits};
 
-pub use crate::conn::net::{UpstreamReadHalf, UpstreamStream, UpstreamWriteHalf};
+pub use crate::conn::stream::{UpstreamReadHalf, UpstreamStream, UpstreamWriteHalf};
 
 /// Why an upstream could not serve a request. The text ends up in the
 /// client's `-ERR`, after the upstream's role, region and address.
@@ -54,8 +54,8 @@ pub async fn open(
 ) -> Result<(UpstreamStream, BytesMut), UpstreamError> {
     let start = Instant::now();
     let connected = match up.addr {
-        Some(addr) => crate::conn::net::connect_addr(addr, connect_timeout).await,
-        None => crate::conn::net::connect(&up.url.host, up.url.port, connect_timeout).await,
+        Some(addr) => crate::conn::socket::connect_addr(addr, connect_timeout).await,
+        None => crate::conn::resolve::connect(&up.url.host, up.url.port, connect_timeout).await,
     };
     let tcp = connected.map_err(|e| UpstreamError::Connect(e.to_string()))?;
     let mut stream = if up.url.tls {

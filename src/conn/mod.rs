@@ -3,7 +3,9 @@
 pub mod connect;
 pub mod control;
 pub mod dedicated;
-pub mod net;
 pub mod pipe;
 pub mod pool;
+pub mod resolve;
+pub mod socket;
+pub mod stream;
 pub mod tls;

@@ -11,7 +11,7 @@
 //!
 //! The primary is left alone: it keeps one upstream without an address, and
 //! every connection resolves the name and tries each address in turn
-//! ([`crate::conn::net::connect`]).
+//! ([`crate::conn::resolve::connect`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -109,7 +109,7 @@ async fn follow(env: ControlEnv, entry: usize, name: String, port: u16) {
     let mut last_good: Vec<SocketAddr> = Vec::new();
     let mut failing = false;
     loop {
-        let wait = match crate::conn::net::lookup(&name, None).await {
+        let wait = match crate::conn::resolve::lookup(&name, None).await {
             Ok(found) => {
                 let mut addrs: Vec<SocketAddr> = found
                     .ips

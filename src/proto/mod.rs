@@ -17,6 +17,8 @@
 //! - [`reply`]: upstream replies, RESP2 and RESP3, depth-limited; plus helpers
 //!   that hand an already-bounded frame to `redis-protocol` for decoding.
 
+pub mod command;
+pub mod decode;
 pub mod encode;
 pub mod reply;
 pub mod request;
