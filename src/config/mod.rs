@@ -161,4 +161,6 @@ impl Config {
 }
 
 #[cfg(test)]
+mod readme_tests;
+#[cfg(test)]
 mod tests;
