@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use super::file::FileUpstream;
-use super::settings::setting;
+use super::settings::{Setting, setting};
 use super::{ConfigArgs, ConfigError, UpstreamConfig, Value};
 use crate::url::{RedisUrl, redact_loose};
 
@@ -132,8 +132,8 @@ pub(super) fn primary(
     fp: &FileUpstream,
     m: &Merger<'_>,
 ) -> Result<UpstreamConfig, ConfigError> {
-    const URL: &super::settings::Setting = setting("primary.url");
-    const REGION: &super::settings::Setting = setting("primary.region");
+    const URL: &Setting = setting("primary.url");
+    const REGION: &Setting = setting("primary.region");
     let url = m
         .pick(a.primary.as_ref(), URL.flag, fp.url.as_ref())
         .ok_or_else(|| {

@@ -33,24 +33,16 @@ pub(super) fn tls(
     ftls: &FileTls,
     m: &Merger<'_>,
 ) -> Result<TlsConfig, ConfigError> {
-    let ca_file = m.pick(
-        a.tls_ca_file.clone(),
-        setting("tls.ca_file").flag,
-        ftls.ca_file.clone(),
-    );
-    let cert_file = m.pick(
-        a.tls_cert_file.clone(),
-        setting("tls.cert_file").flag,
-        ftls.cert_file.clone(),
-    );
-    let key_file = m.pick(
-        a.tls_key_file.clone(),
-        setting("tls.key_file").flag,
-        ftls.key_file.clone(),
-    );
+    const CA: &str = setting("tls.ca_file").flag;
+    const CERT: &str = setting("tls.cert_file").flag;
+    const KEY: &str = setting("tls.key_file").flag;
+    const SERVER_NAME: &str = setting("tls.server_name").flag;
+    let ca_file = m.pick(a.tls_ca_file.clone(), CA, ftls.ca_file.clone());
+    let cert_file = m.pick(a.tls_cert_file.clone(), CERT, ftls.cert_file.clone());
+    let key_file = m.pick(a.tls_key_file.clone(), KEY, ftls.key_file.clone());
     let server_name = m.pick(
         a.tls_server_name.clone(),
-        setting("tls.server_name").flag,
+        SERVER_NAME,
         ftls.server_name.clone(),
     );
     match (&cert_file, &key_file) {
