@@ -5,7 +5,7 @@
 //! only downward (`src/layering.rs` checks it):
 //!
 //! ```text
-//! cli, url, config       leaves: settings and their parsing
+//! url, config, cli       leaves: URLs, settings (declared once), the command line
 //! proto                  RESP bytes: framers, encoders, refusals; no tokio
 //! route                  pure decisions: classify, select, latency, lag, consistency
 //! metrics                names and handles
@@ -16,9 +16,11 @@
 //! lab                    `nearby lab` and the region relay
 //! ```
 #![forbid(unsafe_code)]
-pub mod cli;
-pub mod config;
 pub mod url;
+
+pub mod config;
+
+pub mod cli;
 
 pub mod proto;
 
