@@ -64,3 +64,22 @@ impl Replication {
             && (self.epoch.elapsed().as_millis() as u64 + 1).saturating_sub(last) <= DEMAND_HOLD_MS
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn fast_polling_holds_for_a_second_after_the_last_wait() {
+        let r = Replication::default();
+        assert!(!r.demanded());
+        tokio::time::advance(Duration::from_millis(5)).await;
+        r.demand_offsets();
+        tokio::time::advance(Duration::from_millis(1000)).await;
+        assert!(r.demanded());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(!r.demanded());
+    }
+}

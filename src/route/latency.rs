@@ -114,6 +114,23 @@ impl Latency {
 mod tests {
     use super::*;
 
+    #[tokio::test(start_paused = true)]
+    async fn passive_cost_decays_by_e_per_time_constant_on_paused_time() {
+        let mut l = Latency::new();
+        // The first sample rises half way from zero.
+        l.passive_sample(0.100, Instant::now());
+        assert!(close(l.cost(Instant::now()).unwrap(), 0.050));
+        tokio::time::advance(PASSIVE_TAU).await;
+        assert!(close(
+            l.cost(Instant::now()).unwrap(),
+            0.050 * (-1f64).exp()
+        ));
+        // A probe EWMA takes over once the passive estimate fell below it.
+        l.probe_sample(0.010);
+        tokio::time::advance(PASSIVE_TAU * 2).await;
+        assert!(close(l.cost(Instant::now()).unwrap(), 0.010));
+    }
+
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9
     }

@@ -24,6 +24,7 @@ mod failures;
 mod faults;
 mod harness_log_check;
 mod harness_smoke;
+mod inproc;
 mod lab;
 mod lifecycle;
 mod nearest;
