@@ -354,6 +354,11 @@ def run(args, procs, log):
     NP, NA = free_port(), free_port()
     nearby = start_nearby(procs, "nearby", args.nearby, NP, NA, R)
     targets.append(Target("nearby", NP, nearby))
+    if args.baseline:
+        # Another build of nearby (e.g. before a change), in the same run.
+        BP, BA = free_port(), free_port()
+        base = start_nearby(procs, "nearby-base", args.baseline, BP, BA, R)
+        targets.append(Target(f"nearby@{args.baseline_rev or 'base'}", BP, base))
     if args.twemproxy:
         T = free_port()
         targets.append(Target("twemproxy", T, start_twemproxy(procs, workdir, T, R)))
@@ -694,6 +699,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--nearby", required=True, help="path to the nearby binary")
     ap.add_argument("--nearby-rev", default="")
+    ap.add_argument("--baseline", default="", help="a second nearby binary to compare in the same run")
+    ap.add_argument("--baseline-rev", default="")
     ap.add_argument("--twemproxy", action="store_true")
     ap.add_argument("--haproxy", action="store_true")
     ap.add_argument("--rounds", type=int, default=3)

@@ -4,7 +4,10 @@
 #
 #   bash bench/run.sh [--quick] [--rounds N] [--requests N] [--install-peers]
 #                     [--no-routing] [--idle-clients N] [--budget-min N]
+#                     [--baseline GIT-REV]
 #
+# --baseline builds nearby at GIT-REV (in a temporary worktree) and runs it
+# beside the current build, so a change is measured before/after in one run.
 # Prints a markdown report and writes it to bench/results/latest.md (raw
 # per-round numbers to bench/results/latest.json). See bench/README.md.
 set -euo pipefail
@@ -19,6 +22,7 @@ install_peers=0
 routing=1
 budget_min=""
 quick=0
+baseline=""
 
 usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
 
@@ -35,6 +39,7 @@ while [ $# -gt 0 ]; do
         --install-peers) install_peers=1; shift ;;
         --no-routing) routing=0; shift ;;
         --budget-min) budget_min="${2:-}"; shift 2 ;;
+        --baseline) baseline="${2:-}"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -101,10 +106,20 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+base_args=()
+if [ -n "$baseline" ]; then
+    base_rev="$(cd "$repo" && git rev-parse --short "$baseline")"
+    echo "building nearby at $base_rev for the baseline ..." >&2
+    (cd "$repo" && git worktree add --detach "$work/base" "$baseline" >&2)
+    trap 'cd "$repo" && git worktree remove --force "$work/base" >/dev/null 2>&1; cleanup' EXIT
+    (cd "$work/base" && CARGO_TARGET_DIR="$repo/target/bench-baseline" cargo build --release --bin nearby >&2)
+    base_args=(--baseline "$repo/target/bench-baseline/release/nearby" --baseline-rev "$base_rev")
+fi
+
 mkdir -p "$here/results"
 echo "running: $rounds rounds, $requests requests, peers: ${peers[*]:-none}; at most $budget_min min" >&2
 timeout -k 15 "$((budget_min * 60))" python3 "$here/harness.py" \
-    --nearby "$bin" --nearby-rev "$rev" \
+    --nearby "$bin" --nearby-rev "$rev" "${base_args[@]}" \
     --rounds "$rounds" --requests "$requests" --idle-clients "$idle_clients" \
     --workdir "$work" --pidfile "$pidfile" \
     --out "$here/results/latest.md" --json "$here/results/latest.json" \

@@ -52,9 +52,8 @@ fn classification(c: &mut Criterion) {
     g.finish();
 }
 
-fn cand(primary: bool, cost_ms: f64, outstanding: usize) -> Candidate {
+fn cand(cost_ms: f64, outstanding: usize) -> Candidate {
     Candidate {
-        is_primary: primary,
         unusable: None,
         cost: Some(cost_ms / 1000.0),
         outstanding,
@@ -64,42 +63,37 @@ fn cand(primary: bool, cost_ms: f64, outstanding: usize) -> Candidate {
 fn selection(c: &mut Criterion) {
     let mut g = c.benchmark_group("select_4_candidates");
     // Primary far away, three replicas, two of them within the 2 ms window.
-    let spread = [
-        cand(true, 60.0, 0),
-        cand(false, 1.0, 3),
-        cand(false, 2.5, 1),
-        cand(false, 20.0, 0),
-    ];
+    let spread = [cand(60.0, 0), cand(1.0, 3), cand(2.5, 1), cand(20.0, 0)];
     // One replica down, one stale: the last one wins.
     let degraded = [
-        cand(true, 60.0, 0),
+        cand(60.0, 0),
         Candidate {
             unusable: Some(Unusable::Down),
-            ..cand(false, 1.0, 0)
+            ..cand(1.0, 0)
         },
         Candidate {
             unusable: Some(Unusable::Stale),
-            ..cand(false, 2.0, 0)
+            ..cand(2.0, 0)
         },
-        cand(false, 30.0, 0),
+        cand(30.0, 0),
     ];
     // Nothing measured yet: everyone is in the window.
     let unmeasured = [
         Candidate {
             cost: None,
-            ..cand(true, 0.0, 0)
+            ..cand(0.0, 0)
         },
         Candidate {
             cost: None,
-            ..cand(false, 0.0, 0)
+            ..cand(0.0, 0)
         },
         Candidate {
             cost: None,
-            ..cand(false, 0.0, 2)
+            ..cand(0.0, 2)
         },
         Candidate {
             cost: None,
-            ..cand(false, 0.0, 1)
+            ..cand(0.0, 1)
         },
     ];
     for (name, cands) in [

@@ -58,7 +58,6 @@ impl Topology {
         const STACK: usize = 16;
         let n = 1 + self.replicas.len();
         let mut on_stack = [Candidate {
-            is_primary: false,
             unusable: None,
             cost: None,
             outstanding: 0,

@@ -275,7 +275,6 @@ impl Upstream {
 
     pub(crate) fn candidate(&self) -> Candidate {
         Candidate {
-            is_primary: self.role == Role::Primary,
             unusable: self.unusable(),
             cost: self.cost(),
             outstanding: self.outstanding(),

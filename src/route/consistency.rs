@@ -15,13 +15,6 @@ use tokio::time::Instant;
 
 use crate::route::replication::OffsetHistory;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Scope {
-    #[default]
-    Connection,
-    Sidecar,
-}
-
 /// What the next read needs from a replica.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Need {
@@ -84,12 +77,6 @@ impl Tracker {
             Need::Offset(self.min_offset)
         }
     }
-
-    /// True while a read would need the primary or a caught-up replica:
-    /// what makes the sidecar poll offsets fast.
-    pub fn waiting(&self, replica_offsets: impl Iterator<Item = u64>) -> bool {
-        self.unresolved_since.is_some() || replica_offsets.into_iter().any(|o| o < self.min_offset)
-    }
 }
 
 /// Whether a replica at `offset` may serve a read that needs `need`.
@@ -147,22 +134,5 @@ mod tests {
         assert!(!fresh_enough(t.need(&h), 600));
         t.served_by_replica(650);
         assert_eq!(t.need(&h), Need::Offset(700));
-    }
-
-    #[test]
-    fn waiting_drives_fast_polling() {
-        let t0 = Instant::now();
-        let mut h = OffsetHistory::new();
-        let mut t = Tracker::new();
-        assert!(!t.waiting([10u64, 20].into_iter()));
-        t.acknowledged(t0);
-        assert!(t.waiting([10u64].into_iter()));
-        h.record(t0, 50);
-        assert_eq!(t.need(&h), Need::Offset(50));
-        assert!(
-            t.waiting([10u64, 60].into_iter()),
-            "one replica still behind"
-        );
-        assert!(!t.waiting([50u64, 60].into_iter()));
     }
 }

@@ -71,7 +71,6 @@ impl fmt::Display for Fallback {
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Candidate {
-    pub is_primary: bool,
     /// `None` when usable.
     pub unusable: Option<Unusable>,
     /// Expected cost in seconds; `None` before anything was measured.
@@ -183,9 +182,8 @@ pub fn select(
 mod tests {
     use super::*;
 
-    fn c(primary: bool, cost_ms: f64) -> Candidate {
+    fn c(cost_ms: f64) -> Candidate {
         Candidate {
-            is_primary: primary,
             unusable: None,
             cost: Some(cost_ms / 1000.0),
             outstanding: 0,
@@ -198,7 +196,7 @@ mod tests {
 
     #[test]
     fn nearest_replica_wins() {
-        let cands = [c(true, 60.0), c(false, 2.0), c(false, 20.0), c(false, 40.0)];
+        let cands = [c(60.0), c(2.0), c(20.0), c(40.0)];
         for r in 0..8 {
             assert_eq!(
                 pick(&cands, 2.0, r),
@@ -212,7 +210,7 @@ mod tests {
 
     #[test]
     fn primary_nearest_is_a_fallback_with_its_reason() {
-        let cands = [c(true, 1.0), c(false, 30.0)];
+        let cands = [c(1.0), c(30.0)];
         assert_eq!(
             pick(&cands, 2.0, 0),
             Choice {
@@ -224,12 +222,7 @@ mod tests {
 
     #[test]
     fn the_window_shares_load_by_outstanding_requests() {
-        let mut cands = [
-            c(true, 60.0),
-            c(false, 10.0),
-            c(false, 11.5),
-            c(false, 13.0),
-        ];
+        let mut cands = [c(60.0), c(10.0), c(11.5), c(13.0)];
         // 10 and 11.5 are within 2 ms; 13 is not.
         let picks: Vec<usize> = (0..4).map(|r| pick(&cands, 2.0, r).index).collect();
         assert!(picks.iter().all(|&i| i == 1 || i == 2), "{picks:?}");
@@ -248,11 +241,11 @@ mod tests {
     fn a_switch_needs_more_than_the_window() {
         // Current choice 1 at 10 ms; replica 2 improves to 8.5 ms: both are
         // still in the window, so reads keep going to both, not only to 2.
-        let cands = [c(true, 60.0), c(false, 10.0), c(false, 8.5)];
+        let cands = [c(60.0), c(10.0), c(8.5)];
         let picks: Vec<usize> = (0..4).map(|r| pick(&cands, 2.0, r).index).collect();
         assert!(picks.contains(&1));
         // At 7.9 ms it is better by more than the window: 1 drops out.
-        let cands = [c(true, 60.0), c(false, 10.0), c(false, 7.9)];
+        let cands = [c(60.0), c(10.0), c(7.9)];
         for r in 0..4 {
             assert_eq!(pick(&cands, 2.0, r).index, 2);
         }
@@ -260,7 +253,7 @@ mod tests {
 
     #[test]
     fn unusable_replicas_and_fallback_reasons() {
-        let mut cands = [c(true, 60.0), c(false, 2.0), c(false, 20.0)];
+        let mut cands = [c(60.0), c(2.0), c(20.0)];
         cands[1].unusable = Some(Unusable::Down);
         assert_eq!(pick(&cands, 2.0, 0).index, 2);
         cands[2].unusable = Some(Unusable::Stale);
@@ -281,7 +274,7 @@ mod tests {
             Some(Fallback::NoReplicas)
         );
         // Excluded by the caller (read-your-writes).
-        let cands = [c(true, 60.0), c(false, 2.0)];
+        let cands = [c(60.0), c(2.0)];
         assert_eq!(
             select(&cands, 0, 0.002, 0, |i| i != 1),
             Choice {
@@ -293,12 +286,12 @@ mod tests {
 
     #[test]
     fn near_equal_replicas_take_reads_before_the_primary() {
-        let cands = [c(true, 0.3), c(false, 0.4), c(false, 1.9)];
+        let cands = [c(0.3), c(0.4), c(1.9)];
         let picks: Vec<usize> = (0..6).map(|r| pick(&cands, 2.0, r).index).collect();
         assert!(!picks.contains(&0), "{picks:?}");
         assert!(picks.contains(&1) && picks.contains(&2), "{picks:?}");
         // Nearer by more than the window: the primary reads.
-        let cands = [c(true, 0.3), c(false, 2.4)];
+        let cands = [c(0.3), c(2.4)];
         assert_eq!(
             pick(&cands, 2.0, 0).fallback,
             Some(Fallback::PrimaryNearest)
@@ -307,7 +300,7 @@ mod tests {
 
     #[test]
     fn a_down_primary_loses_to_any_usable_replica() {
-        let mut cands = [c(true, 1.0), c(false, 80.0)];
+        let mut cands = [c(1.0), c(80.0)];
         cands[0].unusable = Some(Unusable::Down);
         assert_eq!(
             pick(&cands, 2.0, 0),
@@ -322,7 +315,7 @@ mod tests {
 
     #[test]
     fn unmeasured_upstreams_share_until_something_is_measured() {
-        let mut cands = [c(true, 0.0), c(false, 0.0), c(false, 0.0)];
+        let mut cands = [c(0.0), c(0.0), c(0.0)];
         for x in &mut cands {
             x.cost = None;
         }
