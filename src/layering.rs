@@ -138,3 +138,36 @@ fn the_scanner_sees_upward_imports() {
         ]
     );
 }
+
+#[test]
+fn readme_and_lib_docs_name_every_module() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let layout = readme
+        .split("## Layout")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a Layout section in README.md");
+    let lib = std::fs::read_to_string(root.join("src/lib.rs")).expect("src/lib.rs");
+    for module in LAYERS.iter().flat_map(|l| l.iter()) {
+        let dir = root.join("src").join(module).is_dir();
+        let named = if dir {
+            format!("src/{module}/")
+        } else {
+            format!("{module}.rs")
+        };
+        assert!(
+            layout.contains(&named),
+            "README's Layout does not name {named}"
+        );
+        assert!(
+            lib.lines()
+                .any(|l| l.starts_with("//!") && l.split([' ', ',']).any(|w| w == *module)),
+            "lib.rs's layer map does not name {module}"
+        );
+        assert!(
+            lib.contains(&format!("pub mod {module};")),
+            "{module} is not in lib.rs"
+        );
+    }
+}
