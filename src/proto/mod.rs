@@ -18,6 +18,7 @@
 //!   that hand an already-bounded frame to `redis-protocol` for decoding.
 
 pub mod encode;
+pub mod refusal;
 pub mod reply;
 pub mod request;
 

@@ -23,7 +23,8 @@ use tokio::sync::{mpsc, watch};
 use crate::config::{Config, Consistency, ConsistencyScope, ReadFrom, SubscribeFrom};
 use crate::conn::connect::Handshake;
 use crate::conn::dedicated::{DRequest, Dedicated, Expect};
-use crate::conn::pipe::{Event, EventTx, PipeHandle, Request};
+use crate::conn::event::{Event, EventTx, Request};
+use crate::conn::pipe::PipeHandle;
 use crate::conn::pool::PipePool;
 use crate::metrics::ErrorKind;
 use crate::metrics::Global;
@@ -34,6 +35,7 @@ use crate::model::replication::Replication;
 use crate::model::topology::TopologyCell;
 use crate::model::topology::{Role, Upstream};
 use crate::proto::encode::{self as resp, HelloInfo, Proto};
+use crate::proto::refusal::Refusal;
 use crate::proto::{Command, RequestFramer, RequestLimits};
 use crate::route::command::{self, Kind, Local, Pin, Route};
 use crate::route::consistency::{Need, Tracker, fresh_enough};
@@ -312,7 +314,7 @@ impl Session {
                     // Draining: no new requests; finish the ones in flight.
                     self.closing = true;
                 }
-                _ = crate::conn::pipe::sleep_until_opt(idle_deadline) => {
+                _ = crate::conn::event::sleep_until_opt(idle_deadline) => {
                     tracing::debug!(client = self.id, "idle timeout");
                     break;
                 }
@@ -523,7 +525,9 @@ impl Session {
     fn on_event(&mut self, ev: Event) {
         match ev {
             Event::Reply { seq, data } => {
-                if data.starts_with(b"-") && self.try_reroute(seq, &data) {
+                if let Some(refusal) = Refusal::of(&data)
+                    && self.try_reroute(seq, refusal)
+                {
                     return;
                 }
                 self.complete(seq, data);
@@ -590,16 +594,7 @@ impl Session {
     /// A replica refused a read it cannot serve: READONLY (the command is a
     /// write after all: learn it), NOSCRIPT (scripts are not replicated),
     /// LOADING, MASTERDOWN. The primary would have answered: ask it.
-    fn try_reroute(&mut self, seq: u64, data: &[u8]) -> bool {
-        let code_end = data
-            .iter()
-            .position(|&b| b == b' ' || b == b'\r')
-            .unwrap_or(data.len());
-        let code = &data[1..code_end];
-        let refusal = matches!(code, b"READONLY" | b"NOSCRIPT" | b"LOADING" | b"MASTERDOWN");
-        if !refusal {
-            return false;
-        }
+    fn try_reroute(&mut self, seq: u64, refusal: Refusal) -> bool {
         let Some(slot) = self.slot_mut(seq) else {
             return false;
         };
@@ -609,7 +604,7 @@ impl Session {
         if retry.upstream.role != Role::Replica {
             return false;
         }
-        if code == b"READONLY" {
+        if refusal == Refusal::ReadOnly {
             let table = self.env.facts.commands();
             let learned = table.with_write(retry.cmd.name(), retry.cmd.arg(1));
             self.env.facts.commands.store(Arc::new(learned));
