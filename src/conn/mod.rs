@@ -3,6 +3,7 @@
 pub mod connect;
 pub mod control;
 pub mod dedicated;
+pub mod event;
 pub mod pipe;
 pub mod pool;
 pub mod resolve;

@@ -10,52 +10,17 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::conn::connect::{self as upstream, Handshake, UpstreamError};
+pub use crate::conn::event::{Event, EventTx, Request, Timeouts};
 use crate::model::topology::{Role, Upstream};
+use crate::proto::refusal::Refusal;
 use crate::proto::{ReplyFramer, ReplyLimits};
 use crate::route::command::Kind;
-
-/// What a session hears back about a request it sent.
-#[derive(Debug)]
-pub enum Event {
-    /// The reply to request `seq`, raw.
-    Reply { seq: u64, data: Bytes },
-    /// Request `seq` got no reply; `error` names the upstream and the cause.
-    Failed { seq: u64, error: Arc<str> },
-    /// A frame on a dedicated connection that answers no single request
-    /// (pub/sub messages and confirmations, MONITOR lines): it goes to the
-    /// client after request `after` and before anything later.
-    Stream {
-        after: u64,
-        data: Bytes,
-        subscriptions: Option<usize>,
-    },
-    /// A request on a dedicated connection that is answered only by stream
-    /// frames (SUBSCRIBE) has been passed.
-    Passed { seq: u64 },
-    /// The dedicated connection is gone.
-    Closed { error: Arc<str>, conn: u64 },
-}
-
-pub type EventTx = mpsc::UnboundedSender<Event>;
-
-pub struct Request {
-    pub seq: u64,
-    pub data: Bytes,
-    pub reply_to: EventTx,
-    pub kind: Kind,
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct Timeouts {
-    pub connect: Duration,
-    pub request: Duration,
-}
 
 #[derive(Clone)]
 pub struct PipeHandle {
@@ -266,7 +231,7 @@ async fn read_loop(
                     // the session: counted where it is finally served.
                     if !(entry.kind == Kind::Read
                         && up.role == Role::Replica
-                        && is_refusal(&reply.raw))
+                        && Refusal::of(&reply.raw).is_some())
                     {
                         up.metrics.served(entry.kind, now - entry.sent);
                     }
@@ -336,18 +301,4 @@ async fn read_loop(
         tracing::warn!(upstream = %up, error = %err, "upstream marked down");
     }
     err
-}
-
-/// Errors a replica gives for reads the primary would answer.
-pub fn is_refusal(reply: &[u8]) -> bool {
-    [&b"-READONLY"[..], b"-NOSCRIPT", b"-LOADING", b"-MASTERDOWN"]
-        .iter()
-        .any(|code| reply.starts_with(code) && matches!(reply.get(code.len()), Some(b' ' | b'\r')))
-}
-
-pub(crate) async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }

@@ -20,6 +20,7 @@
 pub mod command;
 pub mod decode;
 pub mod encode;
+pub mod refusal;
 pub mod reply;
 pub mod request;
 

@@ -1,0 +1,194 @@
+//! Dedicated connections: one upstream connection owned by one session, for
+//! commands that create connection state (MULTI, WATCH, blocking calls,
+//! pub/sub, MONITOR, CLIENT TRACKING, a client's own identity).
+//!
+//! Besides one-reply-per-request matching, a dedicated connection carries
+//! frames that answer no single request: pub/sub messages and
+//! confirmations, MONITOR lines, RESP3 pushes. Those are passed on as
+//! `Event::Stream`, positioned after the last request the connection has
+//! passed, so the client sees them exactly where Redis put them.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::conn::connect::{self as upstream, Handshake, UpstreamError};
+use crate::conn::event::{Event, EventTx, Timeouts, sleep_until_opt};
+use crate::model::topology::Upstream;
+use crate::proto::Proto;
+use crate::proto::{ReplyFramer, ReplyLimits};
+use crate::route::command::Kind;
+
+mod matcher;
+
+use matcher::Matcher;
+
+/// What a request sent on a dedicated connection is answered with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// Exactly one reply; `blocking` requests have no upstream timeout.
+    One { blocking: bool },
+    /// (UN)SUBSCRIBE and friends: answered by stream frames (or one error).
+    Stream,
+    /// MONITOR: one reply, then every frame on the connection is a stream.
+    Monitor,
+}
+
+pub struct DRequest {
+    pub seq: u64,
+    pub data: Bytes,
+    pub expect: Expect,
+    pub kind: Kind,
+}
+
+pub struct Dedicated {
+    tx: mpsc::UnboundedSender<DRequest>,
+    pub upstream: Arc<Upstream>,
+    pub db: u32,
+    pub proto: Proto,
+    /// Identifies this connection in its `Closed` event: a session that
+    /// has replaced it ignores a late one.
+    pub conn: u64,
+}
+
+impl Dedicated {
+    /// Starts connecting at once; requests sent meanwhile wait for the
+    /// handshake. Events go to `events` (the session's channel).
+    pub fn open(
+        up: Arc<Upstream>,
+        hs: Handshake,
+        timeouts: Timeouts,
+        events: EventTx,
+    ) -> Dedicated {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let conn = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let db = hs.db;
+        let proto = hs.proto.unwrap_or(Proto::Resp2);
+        tokio::spawn(run(up.clone(), hs, timeouts, rx, events, conn));
+        Dedicated {
+            tx,
+            upstream: up,
+            db,
+            proto,
+            conn,
+        }
+    }
+
+    /// False when the connection task has ended (a `Closed` event is on its
+    /// way to the session).
+    pub fn send(&self, req: DRequest) -> bool {
+        self.tx.send(req).is_ok()
+    }
+}
+
+struct Sent {
+    seq: u64,
+    expect: Expect,
+    sent: Instant,
+    kind: Kind,
+}
+
+async fn run(
+    up: Arc<Upstream>,
+    hs: Handshake,
+    timeouts: Timeouts,
+    mut rx: mpsc::UnboundedReceiver<DRequest>,
+    events: EventTx,
+    conn: u64,
+) {
+    let proto = hs.proto.unwrap_or(Proto::Resp2);
+    let err = match upstream::open(&up, &hs, timeouts.connect).await {
+        Ok((stream, buf)) => {
+            serve(&up, stream, buf, proto, &mut rx, &events, timeouts.request).await
+        }
+        Err(e) => Err((e, VecDeque::new())),
+    };
+    let (err, pending) = match err {
+        Ok(()) => return,
+        Err(x) => x,
+    };
+    let text: Arc<str> = Arc::from(format!("{up}: {err}"));
+    rx.close();
+    let queued = std::iter::from_fn(|| rx.try_recv().ok()).map(|r| r.seq);
+    for seq in pending.into_iter().map(|s| s.seq).chain(queued) {
+        let _ = events.send(Event::Failed {
+            seq,
+            error: text.clone(),
+        });
+    }
+    let _ = events.send(Event::Closed { error: text, conn });
+}
+
+async fn serve(
+    up: &Upstream,
+    stream: upstream::UpstreamStream,
+    mut buf: BytesMut,
+    proto: Proto,
+    rx: &mut mpsc::UnboundedReceiver<DRequest>,
+    events: &EventTx,
+    request_timeout: Duration,
+) -> Result<(), (UpstreamError, VecDeque<Sent>)> {
+    let (mut rd, mut wr) = stream.into_split();
+    let mut framer = ReplyFramer::new(ReplyLimits::default());
+    let mut m = Matcher::new(proto);
+    let mut batch = Vec::with_capacity(16);
+    let mut out = BytesMut::new();
+    loop {
+        loop {
+            match framer.next(&mut buf) {
+                Ok(Some(reply)) => {
+                    m.route(up, reply, events)
+                        .map_err(|e| (e, std::mem::take(&mut m.pending)))?;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Err((UpstreamError::Protocol(e.to_string()), m.pending));
+                }
+            }
+        }
+        let deadline = match m.pending.front() {
+            Some(s) if matches!(s.expect, Expect::One { blocking: false } | Expect::Monitor) => {
+                Some(s.sent + request_timeout)
+            }
+            _ => None,
+        };
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        tokio::select! {
+            r = rd.read_buf(&mut buf) => match r {
+                Ok(0) => return Err((UpstreamError::Lost("closed by the upstream".into()), m.pending)),
+                Ok(_) => {}
+                Err(e) => return Err((UpstreamError::Lost(e.to_string()), m.pending)),
+            },
+            n = rx.recv_many(&mut batch, 256) => {
+                if n == 0 {
+                    return Ok(()); // the session is gone
+                }
+                let now = Instant::now();
+                for r in batch.drain(..) {
+                    out.extend_from_slice(&r.data);
+                    m.pending.push_back(Sent {
+                        seq: r.seq,
+                        expect: r.expect,
+                        sent: now,
+                        kind: r.kind,
+                    });
+                }
+                if let Err(e) = wr.write_all(&out).await {
+                    return Err((UpstreamError::Lost(e.to_string()), m.pending));
+                }
+                out.clear();
+            }
+            _ = sleep_until_opt(deadline) => {
+                return Err((UpstreamError::Timeout(request_timeout.as_millis() as u64), m.pending));
+            }
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! Routing one command: to a shared pipe (reads to the nearest replica,
+//! the rest to the primary), to the session's dedicated connection, or to
+//! the sidecar itself.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::auth::{allowed_unauthenticated, auth_args, parse_hello};
+use super::local::parse_select;
+use super::retry::Tried;
+use super::slots::{Hook, Track};
+use super::{Cur, Session};
+use crate::config::SubscribeFrom;
+use crate::conn::connect::Handshake;
+use crate::conn::dedicated::{DRequest, Dedicated, Expect};
+use crate::conn::event::Request;
+use crate::model::topology::{Role, Upstream};
+use crate::proto::Command;
+use crate::proto::encode::{self as resp, Proto};
+use crate::route::command::{self, Kind, Local, Pin, Route};
+use crate::route::select::Fallback;
+
+const ONE: Expect = Expect::One { blocking: false };
+
+impl Session {
+    pub(super) fn dispatch(&mut self, cmd: Command) {
+        if cmd.argc() == 0 {
+            return;
+        }
+        let c = command::classify_full(&self.env.facts.commands(), &cmd);
+        let route = c.route;
+        let cur = Cur {
+            kind: c.kind,
+            marks_write: self.ryw && c.may_write,
+        };
+        if !self.client.authed && !allowed_unauthenticated(&cmd) {
+            self.push_done(cur, resp::error("NOAUTH Authentication required."));
+            return;
+        }
+        if self.pinned() {
+            // A RESP3 client subscribed through a replica may run any
+            // command meanwhile: those must not go to the replica's
+            // connection (a write would be refused there); they take the
+            // normal routes. RESP2 allows only pub/sub commands while
+            // subscribed, and the replica answers the rest as Redis does.
+            let pubsub_only = matches!(
+                route,
+                Route::Pin(Pin::Subscribe(_))
+                    | Route::Local(
+                        Local::Unsubscribe(_)
+                            | Local::Ping
+                            | Local::Quit
+                            | Local::Reset
+                            | Local::SetName
+                            | Local::GetName
+                            | Local::ClientReply
+                    )
+            );
+            if !(self.subscribed_on_replica() && self.client.proto == Proto::Resp3 && !pubsub_only)
+            {
+                self.dispatch_pinned(cur, cmd, route);
+                return;
+            }
+            if let Route::Pin(_) = route {
+                self.push_done(cur, resp::error(&format!(
+                    "ERR nearby: '{}' while subscribed through a replica is not supported (subscribe_from = \"nearest\"); unsubscribe first",
+                    String::from_utf8_lossy(cmd.name())
+                )));
+                return;
+            }
+        }
+        match route {
+            Route::Read => {
+                let up = self.pick_read(&[]);
+                let seq = self.new_slot(cur, false, Hook::None);
+                self.send_read(seq, cmd, up, Tried::default(), cur.kind);
+            }
+            Route::Primary => self.send_to_primary(cur, cmd),
+            Route::Local(l) => self.local(cur, l, cmd),
+            Route::Pin(Pin::Exec | Pin::Discard) => {
+                // Without MULTI, Redis answers with an error and keeps no
+                // state: the shared pipe is fine.
+                self.send_to_primary(cur, cmd)
+            }
+            Route::Pin(p @ Pin::Subscribe(_))
+                if self.env.config().routing.subscribe_from == SubscribeFrom::Nearest =>
+            {
+                // Subscribing on the nearest replica: PUBLISH on the primary
+                // reaches it by replication (its reply then counts only the
+                // primary's own subscribers).
+                let target = self.pick_read(&[]);
+                self.ensure_dedicated_to(target);
+                self.dispatch_pinned(cur, cmd, Route::Pin(p));
+            }
+            Route::Pin(p) => {
+                self.ensure_dedicated();
+                self.dispatch_pinned(cur, cmd, Route::Pin(p));
+            }
+        }
+    }
+
+    /// Every command goes to the dedicated connection while it holds state.
+    fn pinned(&self) -> bool {
+        self.ded.is_some() && self.pin.is_pinned(self.client.identity.is_some())
+    }
+
+    fn dispatch_pinned(&mut self, cur: Cur, cmd: Command, route: Route) {
+        if route == Route::Read {
+            self.env.metrics.fallback(Fallback::PinnedSession);
+        }
+        if self.pin.monitor {
+            // Every frame on a monitoring connection is a stream frame.
+            match route {
+                Route::Local(Local::Quit) | Route::Local(Local::Reset) => {}
+                _ => {
+                    self.send_dedicated(cur, cmd, Expect::Stream, Hook::None);
+                    return;
+                }
+            }
+        }
+        match route {
+            Route::Local(
+                l @ (Local::Quit
+                | Local::Reset
+                | Local::SetName
+                | Local::GetName
+                | Local::ClientReply
+                | Local::Reject(_)),
+            ) => self.local(cur, l, cmd),
+            Route::Local(Local::Select) => match parse_select(&cmd, self.env.facts.databases()) {
+                Err(e) => self.push_done(cur, e),
+                Ok(db) if self.pin.multi => {
+                    self.pin.multi_db = Some(db);
+                    self.send_dedicated(cur, cmd, ONE, Hook::None);
+                }
+                Ok(db) => self.send_dedicated(cur, cmd, ONE, Hook::Db(db)),
+            },
+            Route::Local(Local::Hello) => {
+                // On a dedicated connection HELLO goes to Redis itself, which
+                // knows the connection's state (auth, subscriptions).
+                match parse_hello(&cmd) {
+                    Ok(args) => {
+                        let hook = args.into_hook();
+                        self.send_dedicated(cur, cmd, ONE, hook);
+                    }
+                    Err(e) => self.push_done(cur, e),
+                }
+            }
+            Route::Local(Local::Auth) => {
+                if self.env.config().security.requirepass.is_some() {
+                    self.local(cur, Local::Auth, cmd);
+                } else {
+                    let hook = auth_args(&cmd).map_or(Hook::None, |c| Hook::Identity(c, None));
+                    self.send_dedicated(cur, cmd, ONE, hook);
+                }
+            }
+            Route::Local(Local::Unsubscribe(_)) | Route::Pin(Pin::Subscribe(_)) => {
+                self.pin.sent(route);
+                self.send_dedicated(cur, cmd, Expect::Stream, Hook::None);
+            }
+            Route::Pin(Pin::Exec) => {
+                self.pin.sent(route);
+                self.send_dedicated(cur, cmd, ONE, Hook::Exec);
+            }
+            Route::Pin(Pin::Monitor) => {
+                self.pin.sent(route);
+                self.send_dedicated(cur, cmd, Expect::Monitor, Hook::None);
+            }
+            // Inside MULTI a blocking command does not block: Redis runs it
+            // as its non-blocking form at EXEC.
+            Route::Pin(Pin::Blocking) => {
+                let blocking = !self.pin.multi;
+                self.send_dedicated(cur, cmd, Expect::One { blocking }, Hook::None);
+            }
+            Route::Local(Local::Unwatch)
+            | Route::Pin(Pin::Multi | Pin::Discard | Pin::Watch | Pin::ClientState) => {
+                self.pin.sent(route);
+                self.send_dedicated(cur, cmd, ONE, Hook::None);
+            }
+            // Queued in MULTI, and a pub/sub reply shape in RESP2.
+            Route::Local(Local::Ping) | Route::Read | Route::Primary => {
+                self.send_dedicated(cur, cmd, ONE, Hook::None)
+            }
+        }
+    }
+
+    /// A new slot for the command `cur`, silent if CLIENT REPLY says so.
+    pub(super) fn new_slot(&mut self, cur: Cur, on_dedicated: bool, hook: Hook) -> u64 {
+        let silent = self.client.reply_mode.next_silent();
+        if on_dedicated {
+            self.pin.outstanding += 1;
+        }
+        let track = if cur.marks_write {
+            self.writes_in_flight += 1;
+            Track::Write
+        } else {
+            Track::None
+        };
+        self.slots.push(silent, on_dedicated, hook, track)
+    }
+
+    /// A reply the sidecar makes itself for the command `cur`.
+    pub(super) fn push_done(&mut self, cur: Cur, reply: Bytes) {
+        self.env.metrics.local(cur.kind);
+        let seq = self.new_slot(cur, false, Hook::None);
+        self.complete(seq, reply);
+    }
+
+    fn send_to_primary(&mut self, cur: Cur, cmd: Command) {
+        let up = self.env.topology.load().primary.clone();
+        let pipe = self.pipe_for(&up);
+        let seq = self.new_slot(cur, false, Hook::None);
+        self.send_pipe(pipe, seq, cmd.into_raw(), cur.kind);
+    }
+
+    /// Sends on this session's cached pipe number `pipe` (see `pipe_for`).
+    pub(super) fn send_pipe(&mut self, pipe: usize, seq: u64, data: Bytes, kind: Kind) {
+        let req = Request {
+            seq,
+            data,
+            reply_to: self.events_tx.clone(),
+            kind,
+        };
+        if self.pipes[pipe].3.send(req).is_err() {
+            self.complete(seq, resp::error("ERR nearby: shutting down"));
+        }
+    }
+
+    /// The index, in this session's cache, of the shared pipe to `up` for
+    /// the session's db and protocol (looked up in the upstream once).
+    pub(super) fn pipe_for(&mut self, up: &Arc<Upstream>) -> usize {
+        let (db, proto) = (self.client.db, self.client.proto);
+        if let Some(i) = self
+            .pipes
+            .iter()
+            .position(|(id, d, p, _)| *id == up.id && *d == db && *p == proto)
+        {
+            return i;
+        }
+        let p = self.env.pipes.get(up, db, proto);
+        self.pipes.push((up.id, db, proto, p));
+        self.pipes.len() - 1
+    }
+
+    /// The dedicated connection, to the primary: everything stateful but
+    /// subscriptions (see `subscribe_from`) lives there.
+    pub(super) fn ensure_dedicated(&mut self) {
+        let primary = self.env.topology.load().primary.clone();
+        self.ensure_dedicated_to(primary);
+    }
+
+    fn ensure_dedicated_to(&mut self, target: Arc<Upstream>) {
+        if let Some(d) = &self.ded
+            && d.db == self.client.db
+            && d.proto == self.client.proto
+            && (d.upstream.id == target.id || self.pinned())
+        {
+            return;
+        }
+        let hs = Handshake {
+            auth: self.client.identity.clone(),
+            db: self.client.db,
+            proto: Some(self.client.proto),
+        };
+        self.ded = Some(Dedicated::open(
+            target,
+            hs,
+            self.env.pipes.timeouts(),
+            self.events_tx.clone(),
+        ));
+    }
+
+    /// Subscribed through a replica (`subscribe_from = nearest`).
+    fn subscribed_on_replica(&self) -> bool {
+        self.ded
+            .as_ref()
+            .is_some_and(|d| d.upstream.role == Role::Replica)
+    }
+
+    pub(super) fn send_dedicated(&mut self, cur: Cur, cmd: Command, expect: Expect, hook: Hook) {
+        self.ensure_dedicated();
+        let seq = self.new_slot(cur, true, hook);
+        let req = DRequest {
+            seq,
+            data: cmd.into_raw(),
+            expect,
+            kind: cur.kind,
+        };
+        let sent = self.ded.as_ref().is_some_and(|d| d.send(req));
+        if !sent {
+            self.complete(
+                seq,
+                resp::error("ERR nearby: the dedicated upstream connection is closed"),
+            );
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Where reads go, and where they go next: a read that got no reply may
+//! try another candidate once; a replica's refusal sends it to the primary.
+//! Read-your-writes decides how fresh a replica must be.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::Session;
+use super::slots::Track;
+use crate::config::{ConsistencyScope, ReadFrom};
+use crate::model::topology::{Role, Upstream};
+use crate::proto::Command;
+use crate::proto::refusal::Refusal;
+use crate::route::command::Kind;
+use crate::route::consistency::{Need, Tracker, fresh_enough};
+
+pub(super) struct Retry {
+    cmd: Command,
+    tried: Tried,
+    upstream: Arc<Upstream>,
+}
+
+/// Upstream ids a read was sent to (at most three: the first choice, one
+/// retry, the primary after a refusal), inline: no allocation per read.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub(super) struct Tried {
+    ids: [usize; 3],
+    len: usize,
+}
+
+impl Tried {
+    fn push(&mut self, id: usize) {
+        if self.len < self.ids.len() {
+            self.ids[self.len] = id;
+            self.len += 1;
+        }
+    }
+
+    fn as_slice(&self) -> &[usize] {
+        &self.ids[..self.len]
+    }
+
+    /// A read that got no reply gets one more try, elsewhere.
+    fn may_retry(&self) -> bool {
+        self.len < 2
+    }
+}
+
+impl Session {
+    /// Sends the read `cmd` of slot `seq` to `up` on a shared pipe,
+    /// remembering where it went.
+    pub(super) fn send_read(
+        &mut self,
+        seq: u64,
+        cmd: Command,
+        up: Arc<Upstream>,
+        mut tried: Tried,
+        kind: Kind,
+    ) {
+        tried.push(up.id);
+        let pipe = self.pipe_for(&up);
+        let data = cmd.raw().clone();
+        let track = self.read_track(&up);
+        if let Some(slot) = self.slots.get_mut(seq) {
+            slot.track = track;
+            slot.retry = Some(Retry {
+                cmd,
+                tried,
+                upstream: up,
+            });
+        }
+        self.send_pipe(pipe, seq, data, kind);
+    }
+
+    /// A replica refused a read it cannot serve: READONLY (the command is a
+    /// write after all: learn it), NOSCRIPT (scripts are not replicated),
+    /// LOADING, MASTERDOWN. The primary would have answered: ask it.
+    pub(super) fn try_reroute(&mut self, seq: u64, refusal: Refusal) -> bool {
+        let Some(slot) = self.slots.get_mut(seq) else {
+            return false;
+        };
+        let Some(retry) = slot.retry.take() else {
+            return false;
+        };
+        if retry.upstream.role != Role::Replica {
+            return false;
+        }
+        if refusal == Refusal::ReadOnly {
+            let table = self.env.facts.commands();
+            let learned = table.with_write(retry.cmd.name(), retry.cmd.arg(1));
+            self.env.facts.commands.store(Arc::new(learned));
+            tracing::info!(command = %String::from_utf8_lossy(retry.cmd.name()), "replica refused a write: routing this command to the primary from now on");
+        }
+        let primary = self.env.topology.load().primary.clone();
+        self.send_read(seq, retry.cmd, primary, retry.tried, Kind::Read);
+        true
+    }
+
+    /// A read that got no reply at all may go to another candidate, once.
+    pub(super) fn try_retry(&mut self, seq: u64) -> bool {
+        let Some(slot) = self.slots.get_mut(seq) else {
+            return false;
+        };
+        let Some(retry) = slot.retry.take() else {
+            return false;
+        };
+        if !retry.tried.may_retry() {
+            return false;
+        }
+        let next = self.pick_read(retry.tried.as_slice());
+        if retry.tried.as_slice().contains(&next.id) {
+            return false;
+        }
+        self.send_read(seq, retry.cmd, next, retry.tried, Kind::Read);
+        true
+    }
+
+    /// Where this session's next read goes. `tried` lists upstreams that
+    /// already failed the request.
+    pub(super) fn pick_read(&mut self, tried: &[usize]) -> Arc<Upstream> {
+        let topo = self.env.topology.load();
+        let config = self.env.config();
+        let window = Duration::from_millis(config.routing.latency_window_ms);
+        if config.routing.read_from == ReadFrom::Primary || topo.replicas.is_empty() {
+            // No replica can take it: skip the freshness bookkeeping.
+            let (up, fallback) = topo.read_target(config.routing.read_from, window, 0, |_| false);
+            if let Some(f) = fallback {
+                self.env.metrics.fallback(f);
+            }
+            return up.clone();
+        }
+        let need = self.read_need();
+        if need != Need::Any
+            && (need == Need::Primary
+                || topo
+                    .replicas
+                    .iter()
+                    .any(|r| r.unusable().is_none() && !fresh_enough(need, r.repl_offset())))
+        {
+            self.env.replication.demand_offsets();
+        }
+        let (up, fallback) = topo.read_target(
+            config.routing.read_from,
+            window,
+            self.slots.next_seq() as usize,
+            |u| tried.contains(&u.id) || !fresh_enough(need, u.repl_offset()),
+        );
+        if let Some(f) = fallback {
+            self.env.metrics.fallback(f);
+        }
+        up.clone()
+    }
+
+    /// How fresh a replica must be for this session's next read.
+    fn read_need(&mut self) -> Need {
+        if !self.ryw {
+            return Need::Any;
+        }
+        if self.writes_in_flight > 0 {
+            // A pipelined write not yet acknowledged: only the primary,
+            // which runs it first, is sure to show it.
+            return Need::Primary;
+        }
+        let env = self.env.clone();
+        let offsets = env.replication.offsets();
+        self.with_tracker(|t| t.need(&offsets))
+    }
+
+    fn with_tracker<R>(&mut self, f: impl FnOnce(&mut Tracker) -> R) -> R {
+        match self.env.config().routing.consistency_scope {
+            ConsistencyScope::Connection => f(&mut self.tracker),
+            ConsistencyScope::Sidecar => f(&mut self.env.replication.tracker()),
+        }
+    }
+
+    /// The bookkeeping a read served by `up` leaves behind.
+    fn read_track(&self, up: &Upstream) -> Track {
+        if !self.ryw {
+            Track::None
+        } else if up.role == Role::Primary {
+            Track::PrimaryRead
+        } else {
+            Track::ReplicaRead(up.repl_offset())
+        }
+    }
+
+    /// A slot completed: the read-your-writes bookkeeping it carried.
+    /// Even a failed write may have written (a script, a MULTI): every
+    /// completion counts.
+    pub(super) fn on_tracked(&mut self, track: Track) {
+        match track {
+            Track::None => {}
+            Track::Write => {
+                self.writes_in_flight -= 1;
+                self.with_tracker(|t| t.acknowledged(Instant::now()));
+            }
+            Track::PrimaryRead => self.with_tracker(|t| t.acknowledged(Instant::now())),
+            Track::ReplicaRead(o) => self.with_tracker(|t| t.served_by_replica(o)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tried_holds_three_and_retries_once() {
+        let mut t = Tried::default();
+        assert!(t.may_retry());
+        t.push(4);
+        assert_eq!(t.as_slice(), &[4]);
+        assert!(t.may_retry());
+        t.push(7);
+        assert!(!t.may_retry());
+        t.push(0);
+        t.push(9);
+        assert_eq!(t.as_slice(), &[4, 7, 0], "a fourth id is not kept");
+    }
+}
