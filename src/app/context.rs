@@ -8,8 +8,11 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::conn::connect::Connector;
 use crate::conn::pipe::Timeouts;
 use crate::conn::pool::PipePool;
+use crate::conn::resolve::Resolver;
+use crate::conn::tls::Tls;
 use crate::control::ControlEnv;
 use crate::metrics::Global;
 use crate::model::SharedConfig;
@@ -33,16 +36,22 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(config: Config) -> Context {
+    /// Fails when the TLS files cannot be used (the message names them).
+    pub fn new(config: Config) -> Result<Context, String> {
+        // The resolver is ready before any prober resolves a name.
+        let connector = Arc::new(Connector {
+            resolver: Resolver::new_or_default(&config.dns),
+            tls: Tls::new(&config.tls)?,
+        });
         let timeouts = Timeouts {
             connect: Duration::from_millis(config.timeouts.connect_timeout_ms),
             request: Duration::from_millis(config.timeouts.request_timeout_ms),
         };
-        Context {
+        Ok(Context {
             topology: Arc::new(TopologyCell::from_config(&config)),
             facts: Arc::new(ServerFacts::default()),
             replication: Arc::new(Replication::default()),
-            pipes: Arc::new(PipePool::new(timeouts)),
+            pipes: Arc::new(PipePool::new(connector, timeouts)),
             clients: Arc::new(Clients::default()),
             metrics: Arc::new(Global::new(
                 config.region.as_deref().unwrap_or(""),
@@ -50,7 +59,7 @@ impl Context {
             )),
             shutdown: watch::channel(false).0,
             config: Arc::new(ArcSwap::from_pointee(config)),
-        }
+        })
     }
 
     pub fn session_env(&self) -> Arc<SessionEnv> {

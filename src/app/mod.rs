@@ -37,11 +37,10 @@ pub async fn run_until(
     reload: Option<Reloader>,
 ) -> std::io::Result<()> {
     metrics::install(config.metrics == crate::config::Metrics::On);
-    crate::conn::tls::init(&config.tls).map_err(std::io::Error::other)?;
     metrics::spawn_upkeep();
-    let listener = crate::conn::socket::listen(config.listen)?;
-    let cx = Context::new(config);
+    let cx = Context::new(config).map_err(std::io::Error::other)?;
     let config = cx.config.load_full();
+    let listener = crate::conn::socket::listen(config.listen)?;
     tracing::info!(
         listen = %config.listen,
         primary = %cx.topology.load().primary,
@@ -49,10 +48,6 @@ pub async fn run_until(
         "nearby is serving"
     );
     crate::ops::admin::serve(cx.admin_env(), config.admin).await?;
-    // The resolver is configured before any prober resolves a name.
-    if let Err(e) = crate::conn::resolve::init_resolver(&config.dns) {
-        tracing::error!(error = %e, "cannot configure the DNS resolver; using the system defaults");
-    }
     let control = cx.control_env();
     for up in cx.topology.load().all() {
         prober::spawn_watchers(&control, up);
@@ -74,7 +69,7 @@ pub async fn run_until(
                 match reload() {
                     Err(e) => tracing::error!("config reload rejected, the running config stays: {e}"),
                     Ok(new) => {
-                        if let Err(e) = crate::conn::tls::init(&new.tls) {
+                        if let Err(e) = cx.pipes.connector().tls.reload(&new.tls) {
                             tracing::error!("config reload rejected, the running config stays: {e}");
                             continue;
                         }

@@ -13,6 +13,9 @@ use crate::model::topology::Upstream;
 use crate::proto::Proto;
 use crate::proto::{Command, ReplyFramer, ReplyLimits};
 
+use crate::conn::resolve::Resolver;
+use crate::conn::tls::Tls;
+
 pub use crate::conn::stream::{UpstreamReadHalf, UpstreamStream, UpstreamWriteHalf};
 
 /// Why an upstream could not serve a request. The text ends up in the
@@ -44,10 +47,19 @@ pub struct Handshake {
     pub proto: Option<Proto>,
 }
 
+/// How one sidecar reaches its upstreams: its resolver and its TLS
+/// settings. Owned values handed out by `app`, so two sidecars in one
+/// process (the in-process tests) share neither.
+pub struct Connector {
+    pub resolver: Resolver,
+    pub tls: Tls,
+}
+
 /// Connects (with TLS for `rediss://`) and runs the handshake. Returns the
 /// stream and any bytes read past the handshake replies (none, in
 /// practice).
 pub async fn open(
+    connector: &Connector,
     up: &Upstream,
     hs: &Handshake,
     connect_timeout: Duration,
@@ -55,13 +67,18 @@ pub async fn open(
     let start = Instant::now();
     let connected = match up.addr {
         Some(addr) => crate::conn::socket::connect_addr(addr, connect_timeout).await,
-        None => crate::conn::resolve::connect(&up.url.host, up.url.port, connect_timeout).await,
+        None => {
+            connector
+                .resolver
+                .connect(&up.url.host, up.url.port, connect_timeout)
+                .await
+        }
     };
     let tcp = connected.map_err(|e| UpstreamError::Connect(e.to_string()))?;
     let mut stream = if up.url.tls {
         // TCP connect and TLS handshake share the connect timeout.
         let left = connect_timeout.saturating_sub(start.elapsed());
-        let tls = tokio::time::timeout(left, crate::conn::tls::connect(tcp, &up.url.host))
+        let tls = tokio::time::timeout(left, connector.tls.connect(tcp, &up.url.host))
             .await
             .map_err(|_| {
                 UpstreamError::Tls(format!(

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::connect::{self as upstream, Handshake, UpstreamError};
+use super::connect::{self as upstream, Connector, Handshake, UpstreamError};
 use crate::model::upstream::Upstream;
 use crate::proto::{Command, Reply, ReplyFramer, ReplyLimits};
 
@@ -18,8 +18,12 @@ pub struct Control {
 }
 
 impl Control {
-    pub async fn open(up: &Upstream, timeout: Duration) -> Result<Control, UpstreamError> {
-        let (stream, buf) = upstream::open(up, &Handshake::default(), timeout).await?;
+    pub async fn open(
+        connector: &Connector,
+        up: &Upstream,
+        timeout: Duration,
+    ) -> Result<Control, UpstreamError> {
+        let (stream, buf) = upstream::open(connector, up, &Handshake::default(), timeout).await?;
         Ok(Control {
             stream,
             buf,

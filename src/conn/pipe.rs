@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::conn::connect::{self as upstream, Handshake, UpstreamError};
+use crate::conn::connect::{self as upstream, Connector, Handshake, UpstreamError};
 pub use crate::conn::event::{Event, EventTx, Request, Timeouts};
 use crate::model::topology::{Role, Upstream};
 use crate::proto::refusal::Refusal;
@@ -36,9 +36,14 @@ impl PipeHandle {
 }
 
 /// Starts the pipe task for `up` with the connection state `hs`.
-pub fn spawn(up: Arc<Upstream>, hs: Handshake, timeouts: Timeouts) -> PipeHandle {
+pub fn spawn(
+    connector: Arc<Connector>,
+    up: Arc<Upstream>,
+    hs: Handshake,
+    timeouts: Timeouts,
+) -> PipeHandle {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(up, hs, timeouts, rx));
+    tokio::spawn(run(connector, up, hs, timeouts, rx));
     PipeHandle { tx }
 }
 
@@ -54,6 +59,7 @@ fn describe(up: &Upstream, err: &UpstreamError) -> Arc<str> {
 }
 
 async fn run(
+    connector: Arc<Connector>,
     up: Arc<Upstream>,
     hs: Handshake,
     timeouts: Timeouts,
@@ -63,7 +69,7 @@ async fn run(
     const MAX_BACKOFF: Duration = Duration::from_secs(1);
     let mut backoff = MIN_BACKOFF;
     loop {
-        let err = match upstream::open(&up, &hs, timeouts.connect).await {
+        let err = match upstream::open(&connector, &up, &hs, timeouts.connect).await {
             Ok((stream, leftover)) => {
                 backoff = MIN_BACKOFF;
                 let err = serve(&up, stream, leftover, &mut rx, timeouts.request).await;

@@ -5,22 +5,30 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::connect::Handshake;
+use super::connect::{Connector, Handshake};
 use super::pipe::{self, PipeHandle, Timeouts};
 use crate::model::upstream::Upstream;
 use crate::proto::Proto;
 
 pub struct PipePool {
+    connector: Arc<Connector>,
     timeouts: Timeouts,
     pipes: Mutex<HashMap<(usize, u32, Proto), PipeHandle>>,
 }
 
 impl PipePool {
-    pub fn new(timeouts: Timeouts) -> PipePool {
+    pub fn new(connector: Arc<Connector>, timeouts: Timeouts) -> PipePool {
         PipePool {
+            connector,
             timeouts,
             pipes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// How this sidecar's connections are made (dedicated and control
+    /// connections use it too).
+    pub fn connector(&self) -> &Arc<Connector> {
+        &self.connector
     }
 
     pub fn timeouts(&self) -> Timeouts {
@@ -38,7 +46,7 @@ impl PipePool {
                     db,
                     proto: Some(proto),
                 };
-                pipe::spawn(up.clone(), hs, self.timeouts)
+                pipe::spawn(self.connector.clone(), up.clone(), hs, self.timeouts)
             })
             .clone()
     }

@@ -3,14 +3,13 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_resolver::config::{
     ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolverConfig,
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::{Resolver, TokioResolver};
+use hickory_resolver::{Resolver as Hickory, TokioResolver};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -18,13 +17,38 @@ use super::socket::connect_addr;
 use crate::config::DnsConfig;
 use crate::url::Host;
 
-/// The process-wide resolver and the bound for one lookup.
-struct Dns {
-    resolver: TokioResolver,
+/// The resolver every lookup of one sidecar uses, and the bound for one
+/// lookup. Built once at startup (a reload keeps it: see `control::reload`).
+pub struct Resolver {
+    /// Or why it could not be built: every lookup then fails with that.
+    inner: Result<TokioResolver, String>,
     timeout: Duration,
 }
 
-static DNS: Mutex<Option<Arc<Dns>>> = Mutex::new(None);
+impl Resolver {
+    /// The configured nameserver, or the system configuration
+    /// (`/etc/resolv.conf`, `/etc/hosts`); building sends no packets.
+    pub fn new(cfg: &DnsConfig) -> io::Result<Resolver> {
+        Ok(Resolver {
+            inner: Ok(build_resolver(cfg)?),
+            timeout: Duration::from_millis(cfg.timeout_ms.max(1)),
+        })
+    }
+
+    /// `new`, falling back to the system defaults with a log line; when even
+    /// those cannot be read, a resolver whose lookups fail with the reason
+    /// (IP-literal upstreams need none).
+    pub fn new_or_default(cfg: &DnsConfig) -> Resolver {
+        Resolver::new(cfg).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot configure the DNS resolver; using the system defaults");
+            let d = DnsConfig::default();
+            Resolver::new(&d).unwrap_or_else(|e| Resolver {
+                inner: Err(e.to_string()),
+                timeout: Duration::from_millis(d.timeout_ms),
+            })
+        })
+    }
+}
 
 fn build_resolver(cfg: &DnsConfig) -> io::Result<TokioResolver> {
     let mut b = match cfg.server {
@@ -38,7 +62,7 @@ fn build_resolver(cfg: &DnsConfig) -> io::Result<TokioResolver> {
                 })
                 .collect();
             let ns = NameServerConfig::new(server.ip(), true, conns);
-            Resolver::builder_with_config(
+            Hickory::builder_with_config(
                 ResolverConfig::from_name_servers(vec![ns]),
                 TokioRuntimeProvider::default(),
             )
@@ -66,33 +90,6 @@ fn build_resolver(cfg: &DnsConfig) -> io::Result<TokioResolver> {
         .map_err(|e| io::Error::other(format!("building the DNS resolver: {e}")))
 }
 
-/// Installs the resolver every lookup uses from now on: the configured
-/// nameserver, or the system configuration. Call it once at startup, before
-/// anything resolves; without it the system configuration with default
-/// settings is used.
-pub fn init_resolver(cfg: &DnsConfig) -> io::Result<()> {
-    let dns = Dns {
-        resolver: build_resolver(cfg)?,
-        timeout: Duration::from_millis(cfg.timeout_ms.max(1)),
-    };
-    *DNS.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(dns));
-    Ok(())
-}
-
-fn dns() -> io::Result<Arc<Dns>> {
-    let mut slot = DNS.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(d) = slot.as_ref() {
-        return Ok(d.clone());
-    }
-    let cfg = DnsConfig::default();
-    let dns = Arc::new(Dns {
-        resolver: build_resolver(&cfg)?,
-        timeout: Duration::from_millis(cfg.timeout_ms),
-    });
-    *slot = Some(dns.clone());
-    Ok(dns)
-}
-
 /// The addresses a name has now, in the order the resolver gave them (A
 /// records, then AAAA), without duplicates.
 #[derive(Clone, Debug)]
@@ -103,60 +100,70 @@ pub struct Lookup {
     pub valid_until: Instant,
 }
 
-/// Looks `name` up with the configured resolver, bounded by the DNS timeout
-/// (and by `limit`, when given). An answer without addresses is an error.
-pub async fn lookup(name: &str, limit: Option<Duration>) -> io::Result<Lookup> {
-    let dns = dns()?;
-    let limit = limit.map_or(dns.timeout, |l| l.min(dns.timeout));
-    let found = tokio::time::timeout(limit, dns.resolver.lookup_ip(name))
-        .await
-        .map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("resolving {name} timed out after {} ms", limit.as_millis()),
-            )
-        })?
-        .map_err(|e| io::Error::other(format!("resolving {name}: {e}")))?;
-    let mut ips: Vec<IpAddr> = Vec::new();
-    for ip in found.iter() {
-        if !ips.contains(&ip) {
-            ips.push(ip);
+impl Resolver {
+    /// Looks `name` up with the configured resolver, bounded by the DNS timeout
+    /// (and by `limit`, when given). An answer without addresses is an error.
+    pub async fn lookup(&self, name: &str, limit: Option<Duration>) -> io::Result<Lookup> {
+        let resolver = self
+            .inner
+            .as_ref()
+            .map_err(|e| io::Error::other(e.clone()))?;
+        let limit = limit.map_or(self.timeout, |l| l.min(self.timeout));
+        let found = tokio::time::timeout(limit, resolver.lookup_ip(name))
+            .await
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("resolving {name} timed out after {} ms", limit.as_millis()),
+                )
+            })?
+            .map_err(|e| io::Error::other(format!("resolving {name}: {e}")))?;
+        let mut ips: Vec<IpAddr> = Vec::new();
+        for ip in found.iter() {
+            if !ips.contains(&ip) {
+                ips.push(ip);
+            }
         }
-    }
-    if ips.is_empty() {
-        return Err(io::Error::other(format!("{name} has no addresses")));
-    }
-    Ok(Lookup {
-        ips,
-        valid_until: Instant::from_std(found.valid_until()),
-    })
-}
-
-/// Addresses for a host, IPv4 first: a Redis bound only to 127.0.0.1 would
-/// otherwise fail on `::1` for `localhost`. Every address is kept, so
-/// [`connect`] can try the next one.
-pub async fn resolve(host: &Host, port: u16, limit: Duration) -> io::Result<Vec<SocketAddr>> {
-    let name = match host {
-        Host::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, port)]),
-        Host::Name(n) => n,
-    };
-    let mut ips = lookup(name.as_str(), Some(limit)).await?.ips;
-    ips.sort_by_key(|ip| ip.is_ipv6());
-    Ok(ips
-        .into_iter()
-        .map(|ip| SocketAddr::new(ip, port))
-        .collect())
-}
-
-/// Resolves and tries every address in order until one connects.
-pub async fn connect(host: &Host, port: u16, limit: Duration) -> io::Result<TcpStream> {
-    let addrs = resolve(host, port, limit).await?;
-    let mut last = None;
-    for addr in addrs {
-        match connect_addr(addr, limit).await {
-            Ok(s) => return Ok(s),
-            Err(e) => last = Some(e),
+        if ips.is_empty() {
+            return Err(io::Error::other(format!("{name} has no addresses")));
         }
+        Ok(Lookup {
+            ips,
+            valid_until: Instant::from_std(found.valid_until()),
+        })
     }
-    Err(last.unwrap_or_else(|| io::Error::other("no address to connect to")))
+
+    /// Addresses for a host, IPv4 first: a Redis bound only to 127.0.0.1 would
+    /// otherwise fail on `::1` for `localhost`. Every address is kept, so
+    /// [`connect`] can try the next one.
+    pub async fn resolve(
+        &self,
+        host: &Host,
+        port: u16,
+        limit: Duration,
+    ) -> io::Result<Vec<SocketAddr>> {
+        let name = match host {
+            Host::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, port)]),
+            Host::Name(n) => n,
+        };
+        let mut ips = self.lookup(name.as_str(), Some(limit)).await?.ips;
+        ips.sort_by_key(|ip| ip.is_ipv6());
+        Ok(ips
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect())
+    }
+
+    /// Resolves and tries every address in order until one connects.
+    pub async fn connect(&self, host: &Host, port: u16, limit: Duration) -> io::Result<TcpStream> {
+        let addrs = self.resolve(host, port, limit).await?;
+        let mut last = None;
+        for addr in addrs {
+            match connect_addr(addr, limit).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("no address to connect to")))
+    }
 }

@@ -1,5 +1,5 @@
-//! Upstream TLS (`rediss://`): one rustls client configuration for the
-//! process, built from [`TlsConfig`], and the handshake on a connected
+//! Upstream TLS (`rediss://`): one rustls client configuration per
+//! sidecar, built from [`TlsConfig`], and the handshake on a connected
 //! socket.
 //!
 //! Trust roots are the `--tls-ca-file` certificates when given, otherwise
@@ -8,10 +8,8 @@
 //! provider is always ring, with rustls's safe default protocol versions
 //! (TLS 1.2 and 1.3).
 //!
-//! [`init`] builds the configuration once at startup and reports a bad file
-//! there. Without it, the first TLS connection builds a configuration from
-//! the defaults (public roots, no client certificate); either way a failure
-//! to build fails every TLS connection with the same message.
+//! [`Tls::new`] builds the configuration at startup and reports a bad file
+//! there; [`Tls::reload`] replaces it on SIGHUP, or keeps it on error.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -27,59 +25,62 @@ use tokio_rustls::client::TlsStream;
 use crate::config::TlsConfig;
 use crate::url::Host;
 
-/// What every TLS connection uses: the built configuration (or why it could
-/// not be built) and the name to verify instead of the URL host.
+/// The TLS client settings of one sidecar: the built configuration and the
+/// name to verify instead of the URL host. Replaced whole on a reload that
+/// brings valid files; connections already open keep theirs.
+pub struct Tls {
+    state: Mutex<Arc<State>>,
+}
+
 struct State {
-    client: Result<Arc<ClientConfig>, String>,
+    client: Arc<ClientConfig>,
     server_name: Option<String>,
-    /// Installed by [`init`] (not the lazy defaults).
-    explicit: bool,
 }
 
-static STATE: Mutex<Option<Arc<State>>> = Mutex::new(None);
+impl Tls {
+    /// Builds the configuration from `cfg`; the error names the file and
+    /// what is wrong with it.
+    pub fn new(cfg: &TlsConfig) -> Result<Tls, String> {
+        Ok(Tls {
+            state: Mutex::new(Arc::new(State {
+                client: build(cfg)?,
+                server_name: cfg.server_name.clone(),
+            })),
+        })
+    }
 
-/// Builds the client configuration from `cfg` and installs it for every
-/// later TLS connection (connections already open keep theirs). Call it at
-/// startup, and again on a configuration reload: the error names the file
-/// and what is wrong with it.
-///
-/// On error, a configuration installed by an earlier successful `init` stays
-/// (a bad reload does not break TLS). Otherwise the failure is installed, so
-/// TLS connections fail with the same message instead of silently using
-/// other roots.
-pub fn init(cfg: &TlsConfig) -> Result<(), String> {
-    let client = build(cfg);
-    let result = client.as_ref().map(|_| ()).map_err(Clone::clone);
-    let mut slot = STATE.lock().unwrap_or_else(|p| p.into_inner());
-    let keep_old = result.is_err()
-        && slot
-            .as_ref()
-            .is_some_and(|s| s.explicit && s.client.is_ok());
-    if !keep_old {
-        *slot = Some(Arc::new(State {
-            client,
+    /// A reload: on error the running configuration stays (a bad reload
+    /// does not break TLS).
+    pub fn reload(&self, cfg: &TlsConfig) -> Result<(), String> {
+        let next = Arc::new(State {
+            client: build(cfg)?,
             server_name: cfg.server_name.clone(),
-            explicit: true,
-        }));
+        });
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(())
     }
-    result
-}
 
-/// The installed state, built from the defaults on first use when [`init`]
-/// was not called.
-fn state() -> Arc<State> {
-    let mut slot = STATE.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(s) = slot.as_ref() {
-        return s.clone();
+    fn state(&self) -> Arc<State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
-    let cfg = TlsConfig::default();
-    let s = Arc::new(State {
-        client: build(&cfg),
-        server_name: None,
-        explicit: false,
-    });
-    *slot = Some(s.clone());
-    s
+
+    /// Runs the TLS handshake on `tcp`, verifying the server as
+    /// [`server_name`] describes. The error says whether the configuration
+    /// (the server name) or the handshake (certificate, protocol, I/O)
+    /// failed. No timeout here: the caller bounds it.
+    pub async fn connect(
+        &self,
+        tcp: TcpStream,
+        host: &Host,
+    ) -> Result<TlsStream<TcpStream>, String> {
+        let state = self.state();
+        let name = server_name(host, state.server_name.as_deref())?;
+        let shown = name.to_str().into_owned();
+        TlsConnector::from(state.client.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("handshake with {shown} failed: {e}"))
+    }
 }
 
 /// Builds a client configuration: ring, safe default protocol versions,
@@ -178,21 +179,6 @@ pub fn server_name(host: &Host, server_name: Option<&str>) -> Result<ServerName<
     }
     ServerName::try_from(text.clone())
         .map_err(|e| format!("{text:?} is not a valid TLS server name: {e}"))
-}
-
-/// Runs the TLS handshake on `tcp`, verifying the server as
-/// [`server_name`] describes. The error says whether the configuration (a
-/// file, the server name) or the handshake (certificate, protocol, I/O)
-/// failed. No timeout here: the caller bounds it.
-pub async fn connect(tcp: TcpStream, host: &Host) -> Result<TlsStream<TcpStream>, String> {
-    let state = state();
-    let config = state.client.clone()?;
-    let name = server_name(host, state.server_name.as_deref())?;
-    let shown = name.to_str().into_owned();
-    TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("handshake with {shown} failed: {e}"))
 }
 
 #[cfg(test)]

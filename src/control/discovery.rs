@@ -109,7 +109,7 @@ async fn follow(env: ControlEnv, entry: usize, name: String, port: u16) {
     let mut last_good: Vec<SocketAddr> = Vec::new();
     let mut failing = false;
     loop {
-        let wait = match crate::conn::resolve::lookup(&name, None).await {
+        let wait = match env.pipes.connector().resolver.lookup(&name, None).await {
             Ok(found) => {
                 let mut addrs: Vec<SocketAddr> = found
                     .ips

@@ -29,7 +29,9 @@ pub async fn offset_poll_loop(env: ControlEnv, up: Arc<Upstream>) {
             continue;
         }
         if conn.is_none() {
-            conn = Control::open(&up, timeout).await.ok();
+            conn = Control::open(env.pipes.connector(), &up, timeout)
+                .await
+                .ok();
         }
         if let Some(c) = conn.as_mut()
             && poll_replication(&env, &up, c, timeout).await.is_err()

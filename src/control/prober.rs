@@ -96,7 +96,7 @@ async fn probe_once(
     timeout: Duration,
 ) -> Result<(), UpstreamError> {
     if conn.is_none() {
-        let mut c = Control::open(up, timeout).await?;
+        let mut c = Control::open(env.pipes.connector(), up, timeout).await?;
         if up.role == Role::Primary {
             super::facts::refresh(&env.facts, &mut c, timeout).await;
         }

@@ -264,6 +264,7 @@ impl Session {
             proto: Some(self.client.proto),
         };
         self.ded = Some(Dedicated::open(
+            self.env.pipes.connector().clone(),
             target,
             hs,
             self.env.pipes.timeouts(),

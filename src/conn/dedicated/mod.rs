@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::conn::connect::{self as upstream, Handshake, UpstreamError};
+use crate::conn::connect::{self as upstream, Connector, Handshake, UpstreamError};
 use crate::conn::event::{Event, EventTx, Timeouts, sleep_until_opt};
 use crate::model::topology::Upstream;
 use crate::proto::Proto;
@@ -60,6 +60,7 @@ impl Dedicated {
     /// Starts connecting at once; requests sent meanwhile wait for the
     /// handshake. Events go to `events` (the session's channel).
     pub fn open(
+        connector: Arc<Connector>,
         up: Arc<Upstream>,
         hs: Handshake,
         timeouts: Timeouts,
@@ -70,7 +71,7 @@ impl Dedicated {
         let (tx, rx) = mpsc::unbounded_channel();
         let db = hs.db;
         let proto = hs.proto.unwrap_or(Proto::Resp2);
-        tokio::spawn(run(up.clone(), hs, timeouts, rx, events, conn));
+        tokio::spawn(run(connector, up.clone(), hs, timeouts, rx, events, conn));
         Dedicated {
             tx,
             upstream: up,
@@ -95,6 +96,7 @@ struct Sent {
 }
 
 async fn run(
+    connector: Arc<Connector>,
     up: Arc<Upstream>,
     hs: Handshake,
     timeouts: Timeouts,
@@ -103,7 +105,7 @@ async fn run(
     conn: u64,
 ) {
     let proto = hs.proto.unwrap_or(Proto::Resp2);
-    let err = match upstream::open(&up, &hs, timeouts.connect).await {
+    let err = match upstream::open(&connector, &up, &hs, timeouts.connect).await {
         Ok((stream, buf)) => {
             serve(&up, stream, buf, proto, &mut rx, &events, timeouts.request).await
         }

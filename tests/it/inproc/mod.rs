@@ -68,7 +68,7 @@ const GET: &[u8] = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
 async fn a_read_without_a_reply_fails_at_the_request_timeout() {
     let _tick = ticker();
     let fake = Fake::start().await;
-    let cx = Context::new(config(fake.url()));
+    let cx = Context::new(config(fake.url())).expect("context");
     let mut c = client(&cx).await;
 
     // Answered: no time passes.
@@ -106,7 +106,7 @@ async fn a_frozen_upstream_falls_after_three_probes_and_rises_after_two() {
     use std::sync::atomic::Ordering::SeqCst;
     let _tick = ticker();
     let fake = Fake::start().await;
-    let cx = Context::new(config(fake.url()));
+    let cx = Context::new(config(fake.url())).expect("context");
     let up = cx.topology.load().primary.clone();
     let t0 = Instant::now();
     nearby::control::prober::spawn_watchers(&cx.control_env(), &up);
