@@ -45,6 +45,9 @@ pub struct Handshake {
     pub auth: Option<(Option<String>, String)>,
     pub db: u32,
     pub proto: Option<Proto>,
+    /// CLIENT SETNAME, so that Redis shows the client's own name (CLIENT
+    /// LIST, SLOWLOG) on its dedicated connection.
+    pub name: Option<bytes::Bytes>,
 }
 
 /// How one sidecar reaches its upstreams: its resolver and its TLS
@@ -116,6 +119,10 @@ pub async fn open(
     }
     if let Some(Proto::Resp3) = hs.proto {
         out.extend_from_slice(Command::from_args(&[b"HELLO", b"3"]).raw());
+        expected += 1;
+    }
+    if let Some(name) = &hs.name {
+        out.extend_from_slice(Command::from_args(&[b"CLIENT", b"SETNAME", name]).raw());
         expected += 1;
     }
     // With TLS 1.3 the server checks the client certificate after the

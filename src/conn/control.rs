@@ -31,13 +31,16 @@ impl Control {
         })
     }
 
-    /// `call`, with an error reply (a refusal) returned as an error.
+    /// `call`, with an error reply (a refusal) returned as an error. Any
+    /// reply, even an error (BUSY, LOADING), tells `up` the server is alive.
     pub async fn call_ok(
         &mut self,
+        up: &Upstream,
         args: &[&[u8]],
         timeout: Duration,
     ) -> Result<Reply, UpstreamError> {
         let reply = self.call(args, timeout).await?;
+        up.heard(tokio::time::Instant::now());
         if reply.is_error() {
             return Err(refused(&reply));
         }

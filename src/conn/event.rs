@@ -41,6 +41,9 @@ pub struct Request {
     pub data: Bytes,
     pub reply_to: EventTx,
     pub kind: Kind,
+    /// Redis may hold it for long (a script, DEBUG SLEEP, KEYS): no
+    /// request timeout on its upstream while it runs.
+    pub slow: bool,
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -25,6 +26,26 @@ use crate::route::command::Kind;
 #[derive(Clone)]
 pub struct PipeHandle {
     tx: mpsc::UnboundedSender<Request>,
+    head: Arc<Head>,
+}
+
+/// When the oldest request still waiting for its reply on a pipe was sent:
+/// a pipe whose head waits far longer than its upstream's round trip is
+/// held (a script, a paused write, DEBUG SLEEP), and whatever queues behind
+/// it waits too. Sessions then take another pipe (see `PipePool`).
+struct Head {
+    epoch: Instant,
+    /// µs since `epoch`, plus one; 0: nothing waiting.
+    sent_us: AtomicU64,
+}
+
+impl Head {
+    fn set(&self, sent: Option<Instant>) {
+        let us = sent.map_or(0, |t| {
+            t.saturating_duration_since(self.epoch).as_micros() as u64 + 1
+        });
+        self.sent_us.store(us, Ordering::Relaxed);
+    }
 }
 
 impl PipeHandle {
@@ -32,6 +53,21 @@ impl PipeHandle {
     /// only fails during shutdown; the request is handed back.
     pub fn send(&self, req: Request) -> Result<(), Request> {
         self.tx.send(req).map_err(|e| e.0)
+    }
+
+    /// Whether the pipe's oldest waiting request was sent more than `limit`
+    /// before `now`.
+    pub fn held(&self, now: Instant, limit: Duration) -> bool {
+        let sent = self.head.sent_us.load(Ordering::Relaxed);
+        sent != 0
+            && (now.saturating_duration_since(self.head.epoch).as_micros() as u64 + 1)
+                .saturating_sub(sent)
+                > limit.as_micros() as u64
+    }
+
+    /// The same pipe (both handles feed one connection).
+    pub fn same(&self, other: &PipeHandle) -> bool {
+        Arc::ptr_eq(&self.head, &other.head)
     }
 }
 
@@ -43,8 +79,12 @@ pub fn spawn(
     timeouts: Timeouts,
 ) -> PipeHandle {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(connector, up, hs, timeouts, rx));
-    PipeHandle { tx }
+    let head = Arc::new(Head {
+        epoch: Instant::now(),
+        sent_us: AtomicU64::new(0),
+    });
+    tokio::spawn(run(connector, up, hs, timeouts, rx, head.clone()));
+    PipeHandle { tx, head }
 }
 
 fn fail(req: Request, error: &Arc<str>) {
@@ -52,6 +92,41 @@ fn fail(req: Request, error: &Arc<str>) {
         seq: req.seq,
         error: error.clone(),
     });
+}
+
+/// How requests fail while the pipe cannot connect: with the cause, or,
+/// when Redis itself refused the connection's setup because it is busy or
+/// loading, with Redis's own reply (what a direct client would get).
+enum Refused {
+    Cause(Arc<str>),
+    Verbatim(bytes::Bytes),
+}
+
+impl Refused {
+    fn of(up: &Upstream, err: &UpstreamError) -> Refused {
+        match err {
+            UpstreamError::Handshake(text)
+                if ["BUSY", "LOADING", "MASTERDOWN"]
+                    .iter()
+                    .any(|code| text.starts_with(code)) =>
+            {
+                Refused::Verbatim(bytes::Bytes::from(format!("-{text}\r\n")))
+            }
+            _ => Refused::Cause(describe(up, err)),
+        }
+    }
+
+    fn fail(&self, req: Request) {
+        match self {
+            Refused::Cause(text) => fail(req, text),
+            Refused::Verbatim(reply) => {
+                let _ = req.reply_to.send(Event::Reply {
+                    seq: req.seq,
+                    data: reply.clone(),
+                });
+            }
+        }
+    }
 }
 
 fn describe(up: &Upstream, err: &UpstreamError) -> Arc<str> {
@@ -64,6 +139,7 @@ async fn run(
     hs: Handshake,
     timeouts: Timeouts,
     mut rx: mpsc::UnboundedReceiver<Request>,
+    head: Arc<Head>,
 ) {
     const MIN_BACKOFF: Duration = Duration::from_millis(50);
     const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -72,29 +148,31 @@ async fn run(
         let err = match upstream::open(&connector, &up, &hs, timeouts.connect).await {
             Ok((stream, leftover)) => {
                 backoff = MIN_BACKOFF;
-                let err = serve(&up, stream, leftover, &mut rx, timeouts.request).await;
+                let err = serve(&up, stream, leftover, &mut rx, timeouts.request, &head).await;
                 match err {
                     Some(e) => e,
                     None => return, // every session is gone: shutting down
                 }
             }
             Err(e) => {
-                if up.set_healthy(false) {
+                // A server that refuses the setup while busy is alive.
+                if matches!(Refused::of(&up, &e), Refused::Cause(_)) && up.set_healthy(false) {
                     tracing::warn!(upstream = %up, error = %e, "upstream marked down");
                 }
                 e
             }
         };
+        head.set(None);
         tracing::debug!(upstream = %up, error = %err, "shared pipe down");
         // Fail fast while disconnected: reads retry elsewhere, writes get a
         // clear error now instead of waiting in a queue.
-        let text = describe(&up, &err);
+        let refused = Refused::of(&up, &err);
         let until = Instant::now() + backoff;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => break,
                 req = rx.recv() => match req {
-                    Some(req) => fail(req, &text),
+                    Some(req) => refused.fail(req),
                     None => return,
                 },
             }
@@ -108,6 +186,7 @@ struct InFlight {
     reply_to: EventTx,
     sent: Instant,
     kind: Kind,
+    slow: bool,
 }
 
 /// Runs one connection until it fails (returns the cause) or the request
@@ -118,6 +197,7 @@ async fn serve(
     leftover: BytesMut,
     rx: &mut mpsc::UnboundedReceiver<Request>,
     request_timeout: Duration,
+    head: &Arc<Head>,
 ) -> Option<UpstreamError> {
     let (rd, mut wr) = stream.into_split();
     let (inflight_tx, inflight_rx) = mpsc::unbounded_channel::<InFlight>();
@@ -129,6 +209,7 @@ async fn serve(
         inflight_rx,
         stop_rx,
         request_timeout,
+        head.clone(),
     ));
     let mut batch: Vec<Request> = Vec::with_capacity(128);
     let mut out = BytesMut::with_capacity(16 * 1024);
@@ -155,12 +236,15 @@ async fn serve(
                         reply_to: req.reply_to,
                         sent: now,
                         kind: req.kind,
+                        slow: req.slow,
                     };
                     out.extend_from_slice(&req.data);
+                    up.add_slow(usize::from(req.slow));
                     if let Err(e) = inflight_tx.send(entry) {
                         // The reader has stopped: it failed everything it
                         // held; this one was never written.
                         let e = e.0;
+                        up.sub_slow(usize::from(e.slow));
                         let text = describe(up, &UpstreamError::Lost("connection closed".into()));
                         let _ = e.reply_to.send(Event::Failed { seq: e.seq, error: text.clone() });
                         dead = Some(text);
@@ -194,6 +278,7 @@ async fn read_loop(
     mut inflight_rx: mpsc::UnboundedReceiver<InFlight>,
     mut stop: oneshot::Receiver<UpstreamError>,
     request_timeout: Duration,
+    head: Arc<Head>,
 ) -> UpstreamError {
     let mut pending: VecDeque<InFlight> = VecDeque::new();
     let mut framer = ReplyFramer::new(ReplyLimits::default());
@@ -230,6 +315,7 @@ async fn read_loop(
                         },
                     };
                     up.sub_outstanding(1);
+                    up.sub_slow(usize::from(entry.slow));
                     if first_sent.is_none() {
                         first_sent = Some(entry.sent);
                     }
@@ -252,11 +338,13 @@ async fn read_loop(
         }
         if let Some(sent) = first_sent {
             up.observe_passive(now - sent.max(prev_read), now);
+            up.heard(now);
             prev_read = now;
         }
         while let Ok(e) = inflight_rx.try_recv() {
             pending.push_back(e);
         }
+        head.set(pending.front().map(|p| p.sent));
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(16 * 1024);
         }
@@ -273,8 +361,15 @@ async fn read_loop(
             // The oldest request's age is checked on a coarse tick rather
             // than with a timer per request: arming and cancelling a timer
             // on every read costs more than the whole check.
+            // A request fails only when its upstream also went silent on
+            // every connection (frozen, unreachable): a busy server that
+            // still answers its prober, or runs a long script, is waited
+            // for however long it takes, as a direct client would wait.
             _ = timeout_check.tick() => {
-                if pending.front().is_some_and(|p| p.sent + request_timeout <= Instant::now()) {
+                let now = Instant::now();
+                if pending.front().is_some_and(|p| p.sent + request_timeout <= now)
+                    && up.silent_for(request_timeout, now)
+                {
                     break UpstreamError::Timeout(request_timeout.as_millis() as u64);
                 }
             }
@@ -289,9 +384,11 @@ async fn read_loop(
     while let Ok(e) = inflight_rx.try_recv() {
         pending.push_back(e);
     }
+    head.set(None);
     let text = describe(&up, &err);
     let lost = !pending.is_empty();
     up.sub_outstanding(pending.len());
+    up.sub_slow(pending.iter().filter(|p| p.slow).count());
     for p in pending {
         let _ = p.reply_to.send(Event::Failed {
             seq: p.seq,

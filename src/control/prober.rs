@@ -117,7 +117,7 @@ async fn probe_on(
     timeout: Duration,
 ) -> Result<(), UpstreamError> {
     let sent = Instant::now();
-    c.call_ok(&[b"PING"], timeout).await?;
+    c.call_ok(up, &[b"PING"], timeout).await?;
     let now = Instant::now();
     up.observe_probe(now - sent, now);
 
@@ -132,7 +132,7 @@ pub(super) async fn poll_replication(
     timeout: Duration,
 ) -> Result<(), UpstreamError> {
     let sent = Instant::now();
-    let reply = c.call_ok(&[b"INFO", b"replication"], timeout).await?;
+    let reply = c.call_ok(up, &[b"INFO", b"replication"], timeout).await?;
     let got = Instant::now();
     let info = ReplicationInfo::parse(&String::from_utf8_lossy(&reply.raw));
     let max_staleness = Duration::from_millis(env.config().routing.max_staleness_ms);

@@ -53,6 +53,13 @@ pub struct Upstream {
     retired: AtomicBool,
     /// Requests sent and not yet answered, for least-outstanding selection.
     outstanding: AtomicUsize,
+    /// Commands Redis may hold for long (scripts, DEBUG, KEYS ...) sent and
+    /// not yet answered: while any is, silence is not a sign of death.
+    slow_in_flight: AtomicUsize,
+    /// When anything last came back from this upstream, on any connection
+    /// (µs since `born`; 0: never): liveness for the request timeout.
+    heard_us: AtomicU64,
+    born: Instant,
     /// Configured as a replica and says `role:slave` (always true for the
     /// primary).
     role_ok: AtomicBool,
@@ -123,6 +130,9 @@ impl Upstream {
             latency: Mutex::new(Latency::new()),
             cost_bits: AtomicU64::new(f64::NAN.to_bits()),
             outstanding: AtomicUsize::new(0),
+            slow_in_flight: AtomicUsize::new(0),
+            heard_us: AtomicU64::new(0),
+            born: Instant::now(),
         }
     }
 
@@ -172,6 +182,38 @@ impl Upstream {
 
     pub fn sub_outstanding(&self, n: usize) {
         self.outstanding.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    pub fn add_slow(&self, n: usize) {
+        if n > 0 {
+            self.slow_in_flight.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    pub fn sub_slow(&self, n: usize) {
+        if n > 0 {
+            self.slow_in_flight.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Something (a reply, even an error) came back at `now`.
+    pub fn heard(&self, now: Instant) {
+        let us = now.saturating_duration_since(self.born).as_micros() as u64 + 1;
+        self.heard_us.fetch_max(us, Ordering::Relaxed);
+    }
+
+    /// Whether a request that has waited `waited` at `now` should fail: the
+    /// upstream has said nothing on any connection for that long and runs
+    /// nothing that may legitimately hold it (a frozen or unreachable
+    /// server). A busy one that still answers its prober, or runs a long
+    /// script or DEBUG SLEEP, is waited for, as a direct client would.
+    pub fn silent_for(&self, waited: Duration, now: Instant) -> bool {
+        if self.slow_in_flight.load(Ordering::Relaxed) > 0 {
+            return false;
+        }
+        let heard = self.heard_us.load(Ordering::Relaxed);
+        let now_us = now.saturating_duration_since(self.born).as_micros() as u64 + 1;
+        heard == 0 || now_us.saturating_sub(heard) >= waited.as_micros() as u64
     }
 
     fn with_latency(&self, now: Instant, f: impl FnOnce(&mut Latency)) {

@@ -20,7 +20,10 @@ const LEN_LINE_MAX: usize = 32;
 /// Hard limits on what an upstream may send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplyLimits {
-    /// Deepest aggregate nesting (attributes count as a level).
+    /// Deepest aggregate nesting (attributes count as a level). Unlimited
+    /// by default: Redis sends replies of any depth (a Lua script's nested
+    /// table), and the framer's stack (16 bytes a level, each level at least
+    /// 4 bytes of input) is bounded by the bytes it holds.
     pub max_depth: usize,
     /// Largest bulk string, blob error or verbatim string; also the longest
     /// simple line (`+`, `-`, `:` ...).
@@ -32,7 +35,7 @@ pub struct ReplyLimits {
 impl Default for ReplyLimits {
     fn default() -> Self {
         Self {
-            max_depth: 128,
+            max_depth: usize::MAX,
             max_bulk_len: 512 * 1024 * 1024,
             max_elements: i32::MAX as usize,
         }
@@ -468,17 +471,28 @@ mod tests {
     }
 
     #[test]
-    fn depth_is_limited_without_recursion() {
-        let mut deep = b"*1\r\n".repeat(128);
+    fn any_depth_passes_and_a_set_limit_holds_without_recursion() {
+        // As deep as Redis sends it: 100,000 levels frame iteratively.
+        let mut deep = b"*1\r\n".repeat(100_000);
         deep.extend(b":1\r\n");
         assert_eq!(one(&deep).kind, ReplyKind::Array);
+        let limited = |input: &[u8]| {
+            let mut f = ReplyFramer::new(ReplyLimits {
+                max_depth: 128,
+                ..ReplyLimits::default()
+            });
+            f.next(&mut BytesMut::from(input))
+        };
+        let mut ok = b"*1\r\n".repeat(128);
+        ok.extend(b":1\r\n");
+        assert!(limited(&ok).unwrap().is_some());
         let mut too_deep = b"*1\r\n".repeat(129);
         too_deep.extend(b":1\r\n");
-        assert_eq!(err(&too_deep), ProtocolError::TooDeep(128));
+        assert_eq!(limited(&too_deep).unwrap_err(), ProtocolError::TooDeep(128));
         let hostile = b"*1\r\n".repeat(100_000);
-        assert_eq!(err(&hostile), ProtocolError::TooDeep(128));
+        assert_eq!(limited(&hostile).unwrap_err(), ProtocolError::TooDeep(128));
         let hostile = b"|1\r\n".repeat(100_000);
-        assert_eq!(err(&hostile), ProtocolError::TooDeep(128));
+        assert_eq!(limited(&hostile).unwrap_err(), ProtocolError::TooDeep(128));
         assert_eq!(
             ProtocolError::TooDeep(128).to_string(),
             "Protocol error: reply nested deeper than 128 levels"

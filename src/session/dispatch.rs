@@ -13,7 +13,7 @@ use super::slots::{Hook, Track};
 use super::{Cur, Session};
 use crate::config::SubscribeFrom;
 use crate::conn::connect::Handshake;
-use crate::conn::dedicated::{DRequest, Dedicated, Expect};
+use crate::conn::dedicated::{Confirm, DRequest, Dedicated, Expect};
 use crate::conn::event::Request;
 use crate::model::topology::{Role, Upstream};
 use crate::proto::Command;
@@ -49,7 +49,6 @@ impl Session {
                 Route::Pin(Pin::Subscribe(_))
                     | Route::Local(
                         Local::Unsubscribe(_)
-                            | Local::Ping
                             | Local::Quit
                             | Local::Reset
                             | Local::SetName
@@ -77,6 +76,12 @@ impl Session {
                 self.send_read(seq, cmd, up, Tried::default(), cur.kind);
             }
             Route::Primary => self.send_to_primary(cur, cmd),
+            Route::Control => {
+                let up = self.env.topology.load().primary.clone();
+                let pipe = self.pipe_at(&up, 0, Proto::Resp2);
+                let seq = self.new_slot(cur, false, Hook::None);
+                self.send_pipe(pipe, seq, cmd.into_raw(), cur.kind, false);
+            }
             Route::Local(l) => self.local(cur, l, cmd),
             Route::Pin(Pin::Exec | Pin::Discard) => {
                 // Without MULTI, Redis answers with an error and keeps no
@@ -120,10 +125,20 @@ impl Session {
             }
         }
         match route {
+            // Redis keeps the name too: CLIENT LIST and SLOWLOG show it.
+            Route::Local(Local::SetName) => match super::local::setname(&cmd) {
+                Ok(name) => {
+                    self.client.name = name.clone();
+                    if let Some(d) = &mut self.ded {
+                        d.name = name;
+                    }
+                    self.send_dedicated(cur, cmd, ONE, Hook::None);
+                }
+                Err(e) => self.push_done(cur, e),
+            },
             Route::Local(
                 l @ (Local::Quit
                 | Local::Reset
-                | Local::SetName
                 | Local::GetName
                 | Local::ClientReply
                 | Local::Reject(_)),
@@ -179,7 +194,7 @@ impl Session {
                 self.send_dedicated(cur, cmd, ONE, Hook::None);
             }
             // Queued in MULTI, and a pub/sub reply shape in RESP2.
-            Route::Local(Local::Ping) | Route::Read | Route::Primary => {
+            Route::Read | Route::Primary | Route::Control => {
                 self.send_dedicated(cur, cmd, ONE, Hook::None)
             }
         }
@@ -211,31 +226,48 @@ impl Session {
         let up = self.env.topology.load().primary.clone();
         let pipe = self.pipe_for(&up);
         let seq = self.new_slot(cur, false, Hook::None);
-        self.send_pipe(pipe, seq, cmd.into_raw(), cur.kind);
+        let slow = command::is_slow(cmd.name());
+        self.send_pipe(pipe, seq, cmd.into_raw(), cur.kind, slow);
     }
 
     /// Sends on this session's cached pipe number `pipe` (see `pipe_for`).
-    pub(super) fn send_pipe(&mut self, pipe: usize, seq: u64, data: Bytes, kind: Kind) {
+    pub(super) fn send_pipe(&mut self, pipe: usize, seq: u64, data: Bytes, kind: Kind, slow: bool) {
         let req = Request {
             seq,
             data,
             reply_to: self.events_tx.clone(),
             kind,
+            slow,
         };
         if self.pipes[pipe].3.send(req).is_err() {
             self.complete(seq, resp::error("ERR nearby: shutting down"));
+        } else {
+            self.shared_waiting += 1;
         }
     }
 
     /// The index, in this session's cache, of the shared pipe to `up` for
     /// the session's db and protocol (looked up in the upstream once).
     pub(super) fn pipe_for(&mut self, up: &Arc<Upstream>) -> usize {
-        let (db, proto) = (self.client.db, self.client.proto);
+        self.pipe_at(up, self.client.db, self.client.proto)
+    }
+
+    /// The index of the cached pipe to `up` for (db, proto).
+    fn pipe_at(&mut self, up: &Arc<Upstream>, db: u32, proto: Proto) -> usize {
         if let Some(i) = self
             .pipes
             .iter()
             .position(|(id, d, p, _)| *id == up.id && *d == db && *p == proto)
         {
+            // Nothing of ours in flight: free to leave a held pipe (our own
+            // requests stay in order on the one they are queued on).
+            if self.shared_waiting == 0 {
+                let now = tokio::time::Instant::now();
+                let limit = hold_limit(up);
+                if self.pipes[i].3.held(now, limit) {
+                    self.pipes[i].3 = self.env.pipes.unheld(up, db, proto, now, limit);
+                }
+            }
             return i;
         }
         let p = self.env.pipes.get(up, db, proto);
@@ -254,6 +286,7 @@ impl Session {
         if let Some(d) = &self.ded
             && d.db == self.client.db
             && d.proto == self.client.proto
+            && d.name == self.client.name
             && (d.upstream.id == target.id || self.pinned())
         {
             return;
@@ -262,6 +295,7 @@ impl Session {
             auth: self.client.identity.clone(),
             db: self.client.db,
             proto: Some(self.client.proto),
+            name: self.client.name.clone(),
         };
         self.ded = Some(Dedicated::open(
             self.env.pipes.connector().clone(),
@@ -282,8 +316,14 @@ impl Session {
     pub(super) fn send_dedicated(&mut self, cur: Cur, cmd: Command, expect: Expect, hook: Hook) {
         self.ensure_dedicated();
         let seq = self.new_slot(cur, true, hook);
+        let confirm = match expect {
+            Expect::Stream => Confirm::of(cmd.name(), cmd.argc().saturating_sub(1)),
+            _ => None,
+        };
         let req = DRequest {
             seq,
+            confirm,
+            slow: command::is_slow(cmd.name()),
             data: cmd.into_raw(),
             expect,
             kind: cur.kind,
@@ -296,4 +336,12 @@ impl Session {
             );
         }
     }
+}
+
+/// How long a pipe's head may wait before the pipe counts as held: well
+/// past the upstream's usual answer (its cost), so only a command Redis
+/// holds (not distance or an ordinary burst) sends sessions elsewhere.
+fn hold_limit(up: &Upstream) -> std::time::Duration {
+    let cost = up.cost().unwrap_or(0.0).clamp(0.0, 10.0);
+    std::time::Duration::from_millis(20) + std::time::Duration::from_secs_f64(cost * 2.0)
 }

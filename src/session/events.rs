@@ -14,6 +14,11 @@ use crate::proto::refusal::Refusal;
 
 impl Session {
     pub(super) fn on_event(&mut self, ev: Event) {
+        if let Event::Reply { seq, .. } | Event::Failed { seq, .. } = &ev
+            && self.slots.get_mut(*seq).is_some_and(|s| !s.on_dedicated())
+        {
+            self.shared_waiting = self.shared_waiting.saturating_sub(1);
+        }
         match ev {
             Event::Reply { seq, data } => {
                 if let Some(refusal) = Refusal::of(&data)

@@ -11,15 +11,6 @@ use crate::proto::encode as resp;
 use crate::proto::{Command, parse_ll};
 use crate::route::command::Local;
 
-/// PING [message].
-pub(super) fn ping(cmd: &Command) -> Bytes {
-    match cmd.argc() {
-        1 => resp::simple("PONG"),
-        2 => resp::bulk(cmd.arg(1).unwrap_or(b"")),
-        _ => resp::error("ERR wrong number of arguments for 'ping' command"),
-    }
-}
-
 /// SELECT index: the db, among `databases`, or the error Redis replies.
 pub(super) fn parse_select(cmd: &Command, databases: u32) -> Result<u32, Bytes> {
     if cmd.argc() != 2 {
@@ -89,7 +80,6 @@ pub(super) fn client_reply(cmd: &Command, mode: ReplyMode) -> (ReplyMode, Option
 impl Session {
     pub(super) fn local(&mut self, cur: Cur, l: Local, cmd: Command) {
         match l {
-            Local::Ping => self.push_done(cur, ping(&cmd)),
             Local::Select => match parse_select(&cmd, self.env.facts.databases()) {
                 Ok(db) => {
                     self.client.db = db;
@@ -190,16 +180,6 @@ mod tests {
             "-ERR wrong number of arguments for 'select' command\r\n"
         );
         assert!(parse_select(&cmd(&["SELECT", "1", "2"]), 16).is_err());
-    }
-
-    #[test]
-    fn ping_replies() {
-        assert_eq!(text(&ping(&cmd(&["PING"]))), "+PONG\r\n");
-        assert_eq!(text(&ping(&cmd(&["PING", "hi"]))), "$2\r\nhi\r\n");
-        assert_eq!(
-            text(&ping(&cmd(&["PING", "a", "b"]))),
-            "-ERR wrong number of arguments for 'ping' command\r\n"
-        );
     }
 
     #[test]

@@ -115,6 +115,9 @@ struct Session {
     events_rx: mpsc::UnboundedReceiver<Event>,
     /// Shared pipes used so far: (upstream id, db, protocol, pipe).
     pipes: Vec<(usize, u32, Proto, PipeHandle)>,
+    /// Requests on shared pipes not yet answered: while any are, the
+    /// session stays on its pipes (its commands run in the order sent).
+    shared_waiting: usize,
     ded: Option<Dedicated>,
     /// Stop reading requests; close once the replies in flight are written.
     closing: bool,
@@ -144,6 +147,7 @@ impl Session {
             events_tx,
             events_rx,
             pipes: Vec::new(),
+            shared_waiting: 0,
             ded: None,
             closing: false,
             ryw,

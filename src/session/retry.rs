@@ -13,7 +13,7 @@ use crate::config::{ConsistencyScope, ReadFrom};
 use crate::model::topology::{Role, Upstream};
 use crate::proto::Command;
 use crate::proto::refusal::Refusal;
-use crate::route::command::Kind;
+use crate::route::command::{self, Kind};
 use crate::route::consistency::{Need, Tracker, fresh_enough};
 
 pub(super) struct Retry {
@@ -62,6 +62,7 @@ impl Session {
         tried.push(up.id);
         let pipe = self.pipe_for(&up);
         let data = cmd.raw().clone();
+        let slow = command::is_slow(cmd.name());
         let track = self.read_track(&up);
         if let Some(slot) = self.slots.get_mut(seq) {
             slot.track = track;
@@ -71,7 +72,7 @@ impl Session {
                 upstream: up,
             });
         }
-        self.send_pipe(pipe, seq, data, kind);
+        self.send_pipe(pipe, seq, data, kind, slow);
     }
 
     /// A replica refused a read it cannot serve: READONLY (the command is a

@@ -77,6 +77,12 @@ pub(super) struct Slots {
     held_bytes: usize,
 }
 
+impl Slot {
+    pub(super) fn on_dedicated(&self) -> bool {
+        self.on_dedicated
+    }
+}
+
 impl Slots {
     pub(super) fn new() -> Slots {
         Slots {

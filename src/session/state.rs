@@ -202,12 +202,7 @@ mod tests {
         assert!(p.monitor && p.idle_exempt());
         // Routes that carry no connection state change nothing.
         let mut p = PinState::default();
-        for r in [
-            Route::Read,
-            Route::Primary,
-            Route::Pin(Pin::Blocking),
-            Route::Local(Local::Ping),
-        ] {
+        for r in [Route::Read, Route::Primary, Route::Pin(Pin::Blocking)] {
             p.sent(r);
         }
         assert_eq!(p, PinState::default());

@@ -96,7 +96,6 @@ fn upstream_timeout_is_reported_within_the_request_timeout() {
         "--request-timeout-ms",
         "700",
     ]);
-    // PING goes to the primary, so readiness cannot be PING-based here.
     let nearby = match nearby {
         Ok(n) => n,
         Err(log) => panic!("{log}"),

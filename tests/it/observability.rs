@@ -129,7 +129,7 @@ fn request_counts_are_exact_by_upstream_role_and_kind() {
         Some(1.0)
     );
     // A local command is counted once, as served by the sidecar.
-    assert_eq!(c.cmd(&["PING"]), b"+PONG\r\n");
+    assert_eq!(c.cmd(&["CLIENT", "GETNAME"]), b"$-1\r\n");
     let m = nearby.metrics();
     assert_eq!(
         sample(

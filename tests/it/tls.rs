@@ -276,9 +276,14 @@ fn wrong_ca_is_a_clear_error() {
         err.to_lowercase().contains("certificate"),
         "error names a certificate problem: {err:?}"
     );
-    // Still serving, no panic.
+    // Still serving, no panic; PING tells the truth about the upstream.
     let mut c = RawConn::connect(sidecar.port);
-    assert_eq!(text(&c.cmd(&["PING"])), "+PONG\r\n");
+    assert_eq!(text(&c.cmd(&["CLIENT", "GETNAME"])), "$-1\r\n");
+    let ping = text(&c.cmd(&["PING"]));
+    assert!(
+        ping.starts_with("-ERR nearby: ") && ping.to_lowercase().contains("certificate"),
+        "{ping:?}"
+    );
     assert!(sidecar.is_running());
     assert!(!sidecar.log().contains("panicked"), "{}", sidecar.log());
 }

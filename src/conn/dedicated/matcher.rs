@@ -11,13 +11,86 @@ use crate::proto::{Proto, Reply};
 
 use super::{Expect, Sent};
 
-/// Pub/sub bookkeeping from confirmation frames.
+/// Pub/sub bookkeeping from confirmation frames. Redis counts channels and
+/// patterns together in (p)(un)subscribe frames and shard channels apart;
+/// the split tells when an UNSUBSCRIBE without arguments is done.
 #[derive(Default)]
 struct Subscriptions {
-    /// Channels + patterns, as the last (p)(un)subscribe frame counted them.
-    normal: usize,
-    /// Shard channels, counted separately by Redis.
+    channels: usize,
+    patterns: usize,
     shard: usize,
+}
+
+impl Subscriptions {
+    fn total(&self) -> usize {
+        self.channels + self.patterns + self.shard
+    }
+
+    /// A confirmation frame of `word` whose count is `n`.
+    fn update(&mut self, word: Word, n: usize) {
+        match word {
+            Word::Subscribe | Word::Unsubscribe => self.channels = n.saturating_sub(self.patterns),
+            Word::PSubscribe | Word::PUnsubscribe => {
+                self.patterns = n.saturating_sub(self.channels)
+            }
+            Word::SSubscribe | Word::SUnsubscribe => self.shard = n,
+        }
+    }
+
+    /// Subscriptions of the class `word` unsubscribes from.
+    fn of_class(&self, word: Word) -> usize {
+        match word {
+            Word::Subscribe | Word::Unsubscribe => self.channels,
+            Word::PSubscribe | Word::PUnsubscribe => self.patterns,
+            Word::SSubscribe | Word::SUnsubscribe => self.shard,
+        }
+    }
+}
+
+/// The first element of a confirmation frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Word {
+    Subscribe,
+    Unsubscribe,
+    PSubscribe,
+    PUnsubscribe,
+    SSubscribe,
+    SUnsubscribe,
+}
+
+/// The confirmation frames that answer one subscribe-like request: one per
+/// argument, or, for an unsubscribe without arguments, one per subscription
+/// of its class (a single one when there is none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Confirm {
+    word: Word,
+    /// Frames still to come; `None`: until the class is empty.
+    left: Option<usize>,
+}
+
+impl Confirm {
+    /// For a request named `name` with `args` arguments after the name.
+    pub fn of(name: &[u8], args: usize) -> Option<Confirm> {
+        let word = match name.to_ascii_lowercase().as_slice() {
+            b"subscribe" => Word::Subscribe,
+            b"unsubscribe" => Word::Unsubscribe,
+            b"psubscribe" => Word::PSubscribe,
+            b"punsubscribe" => Word::PUnsubscribe,
+            b"ssubscribe" => Word::SSubscribe,
+            b"sunsubscribe" => Word::SUnsubscribe,
+            _ => return None,
+        };
+        let unsubscribe = matches!(
+            word,
+            Word::Unsubscribe | Word::PUnsubscribe | Word::SUnsubscribe
+        );
+        let left = if args == 0 && unsubscribe {
+            None
+        } else {
+            Some(args.max(1))
+        };
+        Some(Confirm { word, left })
+    }
 }
 
 /// Matches frames from the connection to the requests sent on it.
@@ -55,6 +128,25 @@ impl Matcher {
         }
     }
 
+    /// Counts a confirmation frame of `word` against the request at the
+    /// front; true when it was that request's last.
+    fn confirms_front(&mut self, word: Word) -> bool {
+        let subs = self.subs.of_class(word);
+        let Some(s) = self.pending.front_mut() else {
+            return false;
+        };
+        let Some(c) = s.confirm.as_mut().filter(|c| c.word == word) else {
+            return false;
+        };
+        match &mut c.left {
+            Some(left) => {
+                *left = left.saturating_sub(1);
+                *left == 0
+            }
+            None => subs == 0,
+        }
+    }
+
     pub(super) fn route(
         &mut self,
         up: &Upstream,
@@ -62,11 +154,8 @@ impl Matcher {
         events: &EventTx,
     ) -> Result<(), UpstreamError> {
         let head = pubsub_head(&reply.raw);
-        let in_pubsub = self.subs.normal + self.subs.shard > 0
-            || self
-                .pending
-                .front()
-                .is_some_and(|s| s.expect == Expect::Stream);
+        let in_pubsub =
+            self.subs.total() > 0 || self.pending.iter().any(|s| s.expect == Expect::Stream);
         let is_stream = if reply.is_error() {
             // An error always answers the oldest request.
             false
@@ -80,25 +169,25 @@ impl Matcher {
 
         if is_stream {
             let mut count = None;
-            if let Some((kind, n)) = head
-                && let Some(n) = n
-            {
-                match kind {
-                    PubSubKind::Normal => self.subs.normal = n,
-                    PubSubKind::Shard => self.subs.shard = n,
-                    PubSubKind::Message => {}
-                }
-                if kind != PubSubKind::Message {
-                    count = Some(self.subs.normal + self.subs.shard);
-                }
+            let mut answers = false;
+            if let Some((Head::Confirm(word), Some(n))) = head {
+                self.subs.update(word, n);
+                count = Some(self.subs.total());
+                answers = self.confirms_front(word);
             }
-            // Stream frames pass the subscribe-like requests ahead of them.
-            self.pass_stream_requests(up, events);
             let _ = events.send(Event::Stream {
                 after: self.last_passed,
                 data: reply.raw,
                 subscriptions: count,
             });
+            // The request's last confirmation: it is done. (Passing only
+            // then keeps a later SUBSCRIBE's frames in pub/sub mode while an
+            // UNSUBSCRIBE brings the count through zero.)
+            if answers && let Some(s) = self.pending.pop_front() {
+                self.last_passed = s.seq;
+                let _ = events.send(Event::Passed { seq: s.seq });
+                up.metrics.served(s.kind, s.sent.elapsed());
+            }
             return Ok(());
         }
 
@@ -124,19 +213,17 @@ impl Matcher {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum PubSubKind {
+enum Head {
     /// message / pmessage / smessage
     Message,
-    /// (p)(un)subscribe confirmations
-    Normal,
-    /// s(un)subscribe confirmations
-    Shard,
+    /// a (p|s)(un)subscribe confirmation
+    Confirm(Word),
 }
 
 /// Peeks at an array or push frame whose first element names a pub/sub
 /// frame kind; for confirmations also returns the trailing count. Only the
 /// head is read: this is a classifier, not a decoder.
-fn pubsub_head(raw: &[u8]) -> Option<(PubSubKind, Option<usize>)> {
+fn pubsub_head(raw: &[u8]) -> Option<(Head, Option<usize>)> {
     if !matches!(raw.first(), Some(b'*') | Some(b'>')) {
         return None;
     }
@@ -146,10 +233,8 @@ fn pubsub_head(raw: &[u8]) -> Option<(PubSubKind, Option<usize>)> {
     }
     let word = bulk_at(raw, &mut pos)?;
     let kind = match word.to_ascii_lowercase().as_slice() {
-        b"message" | b"pmessage" | b"smessage" => return Some((PubSubKind::Message, None)),
-        b"subscribe" | b"unsubscribe" | b"psubscribe" | b"punsubscribe" => PubSubKind::Normal,
-        b"ssubscribe" | b"sunsubscribe" => PubSubKind::Shard,
-        _ => return None,
+        b"message" | b"pmessage" | b"smessage" => return Some((Head::Message, None)),
+        _ => Head::Confirm(Confirm::of(word, 0)?.word),
     };
     if n != 3 {
         return Some((kind, None));
@@ -204,26 +289,134 @@ mod tests {
     fn recognises_pubsub_frames() {
         assert_eq!(
             pubsub_head(b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:2\r\n"),
-            Some((PubSubKind::Normal, Some(2)))
+            Some((Head::Confirm(Word::Subscribe), Some(2)))
         );
         assert_eq!(
             pubsub_head(b">3\r\n$11\r\nunsubscribe\r\n_\r\n:0\r\n"),
-            Some((PubSubKind::Normal, Some(0)))
+            Some((Head::Confirm(Word::Unsubscribe), Some(0)))
         );
         assert_eq!(
             pubsub_head(b"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n"),
-            Some((PubSubKind::Normal, Some(0)))
+            Some((Head::Confirm(Word::Unsubscribe), Some(0)))
         );
         assert_eq!(
             pubsub_head(b"*3\r\n$12\r\nsunsubscribe\r\n$1\r\nx\r\n:1\r\n"),
-            Some((PubSubKind::Shard, Some(1)))
+            Some((Head::Confirm(Word::SUnsubscribe), Some(1)))
         );
         assert_eq!(
             pubsub_head(b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nhi\r\n"),
-            Some((PubSubKind::Message, None))
+            Some((Head::Message, None))
         );
         assert_eq!(pubsub_head(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"), None);
         assert_eq!(pubsub_head(b"+OK\r\n"), None);
         assert_eq!(pubsub_head(b"*3\r\n$9\r\nsubscr"), None);
+    }
+
+    fn frame(word: &str, channel: &str, n: usize) -> Reply {
+        let raw = format!(
+            "*3\r\n${}\r\n{word}\r\n${}\r\n{channel}\r\n:{n}\r\n",
+            word.len(),
+            channel.len()
+        );
+        let mut f = crate::proto::ReplyFramer::new(crate::proto::ReplyLimits::default());
+        f.next(&mut bytes::BytesMut::from(raw.as_bytes()))
+            .unwrap()
+            .unwrap()
+    }
+
+    fn sent(seq: u64, name: &str, args: usize) -> Sent {
+        Sent {
+            seq,
+            expect: Expect::Stream,
+            sent: tokio::time::Instant::now(),
+            kind: crate::route::command::Kind::Other,
+            slow: false,
+            confirm: Confirm::of(name.as_bytes(), args),
+        }
+    }
+
+    /// SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBE sent back to back (redis-py's
+    /// resubscribe test): the count passes through zero between them, and
+    /// the last confirmation is still a stream frame, not a stray reply.
+    #[test]
+    fn resubscribing_through_zero_stays_in_pubsub() {
+        let url: crate::url::RedisUrl = "redis://127.0.0.1:6379".parse().unwrap();
+        let up = Upstream::new(
+            0,
+            0,
+            crate::model::upstream::Role::Primary,
+            "r".into(),
+            url,
+            None,
+        );
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut m = Matcher::new(Proto::Resp2);
+        m.pending.push_back(sent(1, "SUBSCRIBE", 1));
+        m.pending.push_back(sent(2, "UNSUBSCRIBE", 1));
+        m.pending.push_back(sent(3, "SUBSCRIBE", 1));
+        for (word, n) in [("subscribe", 1), ("unsubscribe", 0), ("subscribe", 1)] {
+            m.route(&up, frame(word, "foo", n), &tx)
+                .expect("a stream frame");
+        }
+        let mut got = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            got.push(match ev {
+                Event::Stream {
+                    after,
+                    subscriptions,
+                    ..
+                } => format!("stream after {after} count {subscriptions:?}"),
+                Event::Passed { seq } => format!("passed {seq}"),
+                other => format!("{other:?}"),
+            });
+        }
+        assert_eq!(
+            got,
+            [
+                "stream after 0 count Some(1)",
+                "passed 1",
+                "stream after 1 count Some(0)",
+                "passed 2",
+                "stream after 2 count Some(1)",
+                "passed 3",
+            ]
+        );
+        assert!(m.pending.is_empty());
+    }
+
+    #[test]
+    fn unsubscribe_without_arguments_waits_for_every_channel() {
+        let url: crate::url::RedisUrl = "redis://127.0.0.1:6379".parse().unwrap();
+        let up = Upstream::new(
+            0,
+            0,
+            crate::model::upstream::Role::Primary,
+            "r".into(),
+            url,
+            None,
+        );
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut m = Matcher::new(Proto::Resp2);
+        m.pending.push_back(sent(1, "SUBSCRIBE", 2));
+        m.pending.push_back(sent(2, "PSUBSCRIBE", 1));
+        m.pending.push_back(sent(3, "UNSUBSCRIBE", 0));
+        for (word, ch, n) in [
+            ("subscribe", "a", 1),
+            ("subscribe", "b", 2),
+            ("psubscribe", "p*", 3),
+            ("unsubscribe", "a", 2),
+            ("unsubscribe", "b", 1),
+        ] {
+            m.route(&up, frame(word, ch, n), &tx)
+                .expect("a stream frame");
+        }
+        let passed: Vec<u64> = std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|ev| match ev {
+                Event::Passed { seq } => Some(seq),
+                _ => None,
+            })
+            .collect();
+        // The pattern stays: the unsubscribe is done when channels are.
+        assert_eq!(passed, [1, 2, 3]);
     }
 }

@@ -26,6 +26,7 @@ use crate::route::command::Kind;
 
 mod matcher;
 
+pub use matcher::Confirm;
 use matcher::Matcher;
 
 /// What a request sent on a dedicated connection is answered with.
@@ -41,6 +42,10 @@ pub enum Expect {
 
 pub struct DRequest {
     pub seq: u64,
+    /// Redis may hold it for long: no request timeout while it runs.
+    pub slow: bool,
+    /// For `Expect::Stream`: the confirmations that answer it.
+    pub confirm: Option<Confirm>,
     pub data: Bytes,
     pub expect: Expect,
     pub kind: Kind,
@@ -51,6 +56,8 @@ pub struct Dedicated {
     pub upstream: Arc<Upstream>,
     pub db: u32,
     pub proto: Proto,
+    /// The client name it was opened with (the session keeps it current).
+    pub name: Option<bytes::Bytes>,
     /// Identifies this connection in its `Closed` event: a session that
     /// has replaced it ignores a late one.
     pub conn: u64,
@@ -71,12 +78,14 @@ impl Dedicated {
         let (tx, rx) = mpsc::unbounded_channel();
         let db = hs.db;
         let proto = hs.proto.unwrap_or(Proto::Resp2);
+        let name = hs.name.clone();
         tokio::spawn(run(connector, up.clone(), hs, timeouts, rx, events, conn));
         Dedicated {
             tx,
             upstream: up,
             db,
             proto,
+            name,
             conn,
         }
     }
@@ -93,6 +102,8 @@ struct Sent {
     expect: Expect,
     sent: Instant,
     kind: Kind,
+    slow: bool,
+    confirm: Option<Confirm>,
 }
 
 async fn run(
@@ -141,6 +152,10 @@ async fn serve(
     let mut m = Matcher::new(proto);
     let mut batch = Vec::with_capacity(16);
     let mut out = BytesMut::new();
+    // After a deadline passed while the upstream still spoke elsewhere: look
+    // again then.
+    let tick = (request_timeout / 8).clamp(Duration::from_millis(5), Duration::from_millis(250));
+    let mut recheck = None::<Instant>;
     loop {
         loop {
             match framer.next(&mut buf) {
@@ -155,8 +170,11 @@ async fn serve(
             }
         }
         let deadline = match m.pending.front() {
-            Some(s) if matches!(s.expect, Expect::One { blocking: false } | Expect::Monitor) => {
-                Some(s.sent + request_timeout)
+            Some(s)
+                if !s.slow
+                    && matches!(s.expect, Expect::One { blocking: false } | Expect::Monitor) =>
+            {
+                Some((s.sent + request_timeout).max(recheck.unwrap_or(s.sent)))
             }
             _ => None,
         };
@@ -166,7 +184,7 @@ async fn serve(
         tokio::select! {
             r = rd.read_buf(&mut buf) => match r {
                 Ok(0) => return Err((UpstreamError::Lost("closed by the upstream".into()), m.pending)),
-                Ok(_) => {}
+                Ok(_) => up.heard(Instant::now()),
                 Err(e) => return Err((UpstreamError::Lost(e.to_string()), m.pending)),
             },
             n = rx.recv_many(&mut batch, 256) => {
@@ -181,6 +199,8 @@ async fn serve(
                         expect: r.expect,
                         sent: now,
                         kind: r.kind,
+                        slow: r.slow,
+                        confirm: r.confirm,
                     });
                 }
                 if let Err(e) = wr.write_all(&out).await {
@@ -188,8 +208,13 @@ async fn serve(
                 }
                 out.clear();
             }
+            // As on shared pipes: only an upstream silent everywhere fails.
             _ = sleep_until_opt(deadline) => {
-                return Err((UpstreamError::Timeout(request_timeout.as_millis() as u64), m.pending));
+                let now = Instant::now();
+                if up.silent_for(request_timeout, now) {
+                    return Err((UpstreamError::Timeout(request_timeout.as_millis() as u64), m.pending));
+                }
+                recheck = Some(now + tick);
             }
         }
     }

@@ -186,7 +186,6 @@ impl SubKind {
 /// Commands the sidecar answers itself, because it owns the state they touch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Local {
-    Ping,
     Select,
     Hello,
     Auth,
@@ -221,6 +220,12 @@ pub enum Route {
     Read,
     /// Everything else: the primary's shared pipe.
     Primary,
+    /// Server-wide commands that must reach Redis while it is busy (SCRIPT
+    /// KILL, FUNCTION KILL, SHUTDOWN, CLIENT KILL/UNBLOCK/PAUSE/UNPAUSE):
+    /// they do not depend on the connection's db or protocol, so they go
+    /// on the primary's db-0 RESP2 pipe, which needs no SELECT or HELLO
+    /// (Redis refuses those while busy).
+    Control,
     Local(Local),
     Pin(Pin),
 }
@@ -250,6 +255,34 @@ pub struct Classified {
 /// dedicated connection).
 pub fn classify(table: &CommandTable, cmd: &Command) -> Route {
     classify_full(table, cmd).route
+}
+
+/// Commands Redis may legitimately take long to answer (scripts, DEBUG
+/// SLEEP, whole-keyspace walks, synchronous saves and flushes): while one
+/// runs, an upstream's silence is not taken for death.
+pub fn is_slow(name: &[u8]) -> bool {
+    const SLOW: &[&[u8]] = &[
+        b"EVAL",
+        b"EVALSHA",
+        b"EVAL_RO",
+        b"EVALSHA_RO",
+        b"FCALL",
+        b"FCALL_RO",
+        b"DEBUG",
+        b"KEYS",
+        b"FLUSHALL",
+        b"FLUSHDB",
+        b"SAVE",
+        b"SCRIPT",
+        b"FUNCTION",
+        b"SORT",
+        b"SORT_RO",
+        b"MIGRATE",
+        b"SHUTDOWN",
+        b"WAIT",
+        b"MEMORY",
+    ];
+    name.len() <= 10 && SLOW.iter().any(|s| s.eq_ignore_ascii_case(name))
 }
 
 pub fn classify_full(table: &CommandTable, cmd: &Command) -> Classified {
@@ -295,9 +328,9 @@ pub fn classify_full(table: &CommandTable, cmd: &Command) -> Classified {
 fn special(upper: &[u8], cmd: &Command) -> Option<Route> {
     use Route::{Local as L, Pin as P};
     Some(match upper {
-        // PING is answered by the sidecar: the client's connection is to
-        // it, and a health check should not fail over a slow primary.
-        b"PING" => L(Local::Ping),
+        // PING goes where the client's reads go, so it tells the truth
+        // about that upstream (BUSY, LOADING, down) as Redis would.
+        b"PING" => Route::Read,
         b"SELECT" => L(Local::Select),
         b"HELLO" => L(Local::Hello),
         b"AUTH" => L(Local::Auth),
@@ -307,6 +340,8 @@ fn special(upper: &[u8], cmd: &Command) -> Option<Route> {
         b"UNSUBSCRIBE" => L(Local::Unsubscribe(SubKind::Channel)),
         b"PUNSUBSCRIBE" => L(Local::Unsubscribe(SubKind::Pattern)),
         b"SUNSUBSCRIBE" => L(Local::Unsubscribe(SubKind::Shard)),
+        b"SHUTDOWN" => Route::Control,
+        b"SCRIPT" | b"FUNCTION" if cmd.arg_eq(1, "KILL") => Route::Control,
         b"SYNC" | b"PSYNC" => L(Local::Reject(
             "ERR nearby does not proxy replication streams (SYNC/PSYNC); connect replicas to the primary directly",
         )),
@@ -349,7 +384,13 @@ fn special(upper: &[u8], cmd: &Command) -> Option<Route> {
                 b"SETNAME" => L(Local::SetName),
                 b"GETNAME" => L(Local::GetName),
                 b"REPLY" => L(Local::ClientReply),
-                b"TRACKING" | b"CACHING" | b"NO-EVICT" | b"NO-TOUCH" => P(Pin::ClientState),
+                // State on the connection, or its identity: what a client
+                // learns or sets here must be its own connection's (CLIENT
+                // KILL/UNBLOCK/TRACKING REDIRECT name it), so the session
+                // moves to its dedicated connection for good.
+                b"TRACKING" | b"CACHING" | b"NO-EVICT" | b"NO-TOUCH" | b"ID" | b"INFO"
+                | b"LIST" | b"GETREDIR" | b"TRACKINGINFO" => P(Pin::ClientState),
+                b"KILL" | b"UNBLOCK" | b"PAUSE" | b"UNPAUSE" => Route::Control,
                 _ => return None,
             }
         }
@@ -403,7 +444,16 @@ mod tests {
             route(&["CLIENT", "TRACKING", "on"]),
             Route::Pin(Pin::ClientState)
         );
-        assert_eq!(route(&["CLIENT", "LIST"]), Route::Primary);
+        // Identity: the session's own connection from then on.
+        assert_eq!(route(&["CLIENT", "LIST"]), Route::Pin(Pin::ClientState));
+        assert_eq!(route(&["CLIENT", "ID"]), Route::Pin(Pin::ClientState));
+        // Reaches Redis while it is busy.
+        assert_eq!(route(&["CLIENT", "UNBLOCK", "7"]), Route::Control);
+        assert_eq!(route(&["script", "kill"]), Route::Control);
+        assert_eq!(route(&["FUNCTION", "KILL"]), Route::Control);
+        assert_eq!(route(&["FUNCTION", "LIST"]), Route::Primary);
+        assert_eq!(route(&["SHUTDOWN", "NOSAVE"]), Route::Control);
+        assert_eq!(route(&["PING"]), Route::Read);
         assert_eq!(
             route(&["PSUBSCRIBE", "a*"]),
             Route::Pin(Pin::Subscribe(SubKind::Pattern))

@@ -422,9 +422,9 @@ pub struct Nearby {
 impl Nearby {
     /// Spawns `nearby run --listen 127.0.0.1:<port> --admin 127.0.0.1:<admin_port>`
     /// plus `args`, with every `NEARBY_*` variable removed from its environment
-    /// and `RUST_LOG=info`; waits (at most 10 s) until it answers `PING` with
-    /// `+PONG` (or `-NOAUTH`, when started with `--requirepass`). Panics with
-    /// the log otherwise.
+    /// and `RUST_LOG=info`; waits (at most 10 s) until it answers `CLIENT
+    /// GETNAME` itself (`$-1`, or `-NOAUTH` when started with
+    /// `--requirepass`). Panics with the log otherwise.
     pub fn start(args: &[&str]) -> Nearby {
         let mut last = String::new();
         for _ in 0..3 {
@@ -541,8 +541,10 @@ impl Nearby {
             if let Ok(Some(status)) = n.child.try_wait() {
                 return Err(format!("nearby exited ({status}); log:\n{}", n.log()));
             }
-            if let Some(reply) = quick_query(port, &resp(&["PING"]))
-                && (reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH"))
+            // A command the sidecar answers itself: PING goes where reads
+            // go, and readiness must neither depend on nor disturb them.
+            if let Some(reply) = quick_query(port, &resp(&["CLIENT", "GETNAME"]))
+                && (reply.starts_with(b"$-1") || reply.starts_with(b"-NOAUTH"))
             {
                 n.check_log = true;
                 return Ok(n);
@@ -550,7 +552,7 @@ impl Nearby {
             if Instant::now() >= deadline {
                 n.shutdown();
                 return Err(format!(
-                    "nearby did not answer PING within 10 s; log:\n{}",
+                    "nearby did not answer CLIENT GETNAME within 10 s; log:\n{}",
                     n.log()
                 ));
             }
