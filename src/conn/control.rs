@@ -78,6 +78,6 @@ impl Control {
     }
 }
 
-fn refused(reply: &Reply) -> UpstreamError {
+pub(crate) fn refused(reply: &Reply) -> UpstreamError {
     UpstreamError::Protocol(String::from_utf8_lossy(&reply.raw).trim_end().to_string())
 }

@@ -143,12 +143,26 @@ async fn run(
 ) {
     const MIN_BACKOFF: Duration = Duration::from_millis(50);
     const MAX_BACKOFF: Duration = Duration::from_secs(1);
+    const BUSY_RETRY: Duration = Duration::from_millis(10);
     let mut backoff = MIN_BACKOFF;
+    // Requests taken from the queue while Redis refused the setup (busy):
+    // written first once a connection is up, or refused again.
+    let mut carry: Vec<Request> = Vec::new();
     loop {
         let err = match upstream::open(&connector, &up, &hs, timeouts.connect).await {
             Ok((stream, leftover)) => {
                 backoff = MIN_BACKOFF;
-                let err = serve(&up, stream, leftover, &mut rx, timeouts.request, &head).await;
+                let carried = std::mem::take(&mut carry);
+                let err = serve(
+                    &up,
+                    stream,
+                    leftover,
+                    &mut rx,
+                    timeouts.request,
+                    &head,
+                    carried,
+                )
+                .await;
                 match err {
                     Some(e) => e,
                     None => return, // every session is gone: shutting down
@@ -167,7 +181,17 @@ async fn run(
         // Fail fast while disconnected: reads retry elsewhere, writes get a
         // clear error now instead of waiting in a queue.
         let refused = Refused::of(&up, &err);
-        let until = Instant::now() + backoff;
+        for req in carry.drain(..) {
+            refused.fail(req);
+        }
+        // Refused because Redis is busy: it may be free any moment, and a
+        // stale BUSY must not outlive the script. Requests in the next few
+        // ms get Redis's BUSY; the first one after that tries again at once.
+        let wait = match refused {
+            Refused::Verbatim(_) => BUSY_RETRY,
+            Refused::Cause(_) => backoff,
+        };
+        let until = Instant::now() + wait;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => break,
@@ -175,6 +199,12 @@ async fn run(
                     Some(req) => refused.fail(req),
                     None => return,
                 },
+            }
+        }
+        if let Refused::Verbatim(_) = refused {
+            match rx.recv().await {
+                Some(req) => carry.push(req),
+                None => return,
             }
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -198,6 +228,7 @@ async fn serve(
     rx: &mut mpsc::UnboundedReceiver<Request>,
     request_timeout: Duration,
     head: &Arc<Head>,
+    carried: Vec<Request>,
 ) -> Option<UpstreamError> {
     let (rd, mut wr) = stream.into_split();
     let (inflight_tx, inflight_rx) = mpsc::unbounded_channel::<InFlight>();
@@ -211,61 +242,69 @@ async fn serve(
         request_timeout,
         head.clone(),
     ));
-    let mut batch: Vec<Request> = Vec::with_capacity(128);
+    let mut batch: Vec<Request> = carried;
+    batch.reserve(128);
     let mut out = BytesMut::with_capacity(16 * 1024);
     let err = loop {
-        tokio::select! {
-            biased;
-            res = &mut reader => {
-                break res.unwrap_or_else(|e| UpstreamError::Lost(e.to_string()));
-            }
-            n = rx.recv_many(&mut batch, 1024) => {
-                if n == 0 {
-                    let _ = stop_tx.send(UpstreamError::Lost("shutting down".into()));
-                    return None;
+        if batch.is_empty() {
+            tokio::select! {
+                biased;
+                res = &mut reader => {
+                    break res.unwrap_or_else(|e| UpstreamError::Lost(e.to_string()));
                 }
-                let now = Instant::now();
-                let mut dead = None;
-                for req in batch.drain(..) {
-                    if let Some(err) = &dead {
-                        fail(req, err);
-                        continue;
-                    }
-                    let entry = InFlight {
-                        seq: req.seq,
-                        reply_to: req.reply_to,
-                        sent: now,
-                        kind: req.kind,
-                        slow: req.slow,
-                    };
-                    out.extend_from_slice(&req.data);
-                    up.add_slow(usize::from(req.slow));
-                    if let Err(e) = inflight_tx.send(entry) {
-                        // The reader has stopped: it failed everything it
-                        // held; this one was never written.
-                        let e = e.0;
-                        up.sub_slow(usize::from(e.slow));
-                        let text = describe(up, &UpstreamError::Lost("connection closed".into()));
-                        let _ = e.reply_to.send(Event::Failed { seq: e.seq, error: text.clone() });
-                        dead = Some(text);
-                    } else {
-                        up.add_outstanding(1);
+                n = rx.recv_many(&mut batch, 1024) => {
+                    if n == 0 {
+                        let _ = stop_tx.send(UpstreamError::Lost("shutting down".into()));
+                        return None;
                     }
                 }
-                if !out.is_empty()
-                    && let Err(e) = wr.write_all(&out).await
-                {
-                    out.clear();
-                    let err = UpstreamError::Lost(e.to_string());
-                    let _ = stop_tx.send(err.clone());
-                    let _ = reader.await;
-                    break err;
-                }
-                out.clear();
-                if dead.is_some() {
-                    break reader.await.unwrap_or_else(|e| UpstreamError::Lost(e.to_string()));
-                }
             }
+        }
+        let now = Instant::now();
+        let mut dead = None;
+        for req in batch.drain(..) {
+            if let Some(err) = &dead {
+                fail(req, err);
+                continue;
+            }
+            let entry = InFlight {
+                seq: req.seq,
+                reply_to: req.reply_to,
+                sent: now,
+                kind: req.kind,
+                slow: req.slow,
+            };
+            out.extend_from_slice(&req.data);
+            up.add_slow(usize::from(req.slow));
+            if let Err(e) = inflight_tx.send(entry) {
+                // The reader has stopped: it failed everything it
+                // held; this one was never written.
+                let e = e.0;
+                up.sub_slow(usize::from(e.slow));
+                let text = describe(up, &UpstreamError::Lost("connection closed".into()));
+                let _ = e.reply_to.send(Event::Failed {
+                    seq: e.seq,
+                    error: text.clone(),
+                });
+                dead = Some(text);
+            } else {
+                up.add_outstanding(1);
+            }
+        }
+        if !out.is_empty()
+            && let Err(e) = wr.write_all(&out).await
+        {
+            out.clear();
+            let err = UpstreamError::Lost(e.to_string());
+            let _ = stop_tx.send(err.clone());
+            let _ = reader.await;
+            break err;
+        }
+        out.clear();
+        if dead.is_some() {
+            break reader
+                .await
+                .unwrap_or_else(|e| UpstreamError::Lost(e.to_string()));
         }
     };
     Some(err)

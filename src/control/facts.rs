@@ -26,6 +26,11 @@ pub async fn refresh(facts: &ServerFacts, c: &mut Control, timeout: Duration) {
                 tracing::warn!(error = %e, "could not read COMMAND; using the built-in table")
             }
         },
+        // Busy with a script: the table in use stays; asked again on the
+        // next connection.
+        Ok(r) if r.raw.starts_with(b"-BUSY") => {
+            tracing::debug!("COMMAND refused while Redis is busy; keeping the current table")
+        }
         Ok(r) => {
             tracing::warn!(reply = %String::from_utf8_lossy(&r.raw).trim_end(), "COMMAND refused; using the built-in table")
         }

@@ -117,8 +117,17 @@ async fn probe_on(
     timeout: Duration,
 ) -> Result<(), UpstreamError> {
     let sent = Instant::now();
-    c.call_ok(up, &[b"PING"], timeout).await?;
+    let pong = c.call(&[b"PING"], timeout).await?;
     let now = Instant::now();
+    up.heard(now);
+    if pong.raw.starts_with(b"-BUSY") {
+        // Running a script (or a function) past the busy threshold: alive,
+        // and clients get Redis's own BUSY; nothing else can be asked now.
+        return Ok(());
+    }
+    if pong.is_error() {
+        return Err(crate::conn::control::refused(&pong));
+    }
     up.observe_probe(now - sent, now);
 
     poll_replication(env, up, c, timeout).await

@@ -270,7 +270,10 @@ impl Session {
             }
             return i;
         }
-        let p = self.env.pipes.get(up, db, proto);
+        let p = self
+            .env
+            .pipes
+            .unheld(up, db, proto, tokio::time::Instant::now(), hold_limit(up));
         self.pipes.push((up.id, db, proto, p));
         self.pipes.len() - 1
     }

@@ -32,3 +32,4 @@ mod observability;
 mod routing;
 mod stateful;
 mod tls;
+mod transparency;
