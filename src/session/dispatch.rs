@@ -141,7 +141,7 @@ impl Session {
                 | Local::Reset
                 | Local::GetName
                 | Local::ClientReply
-                | Local::Reject(_)),
+                | Local::Replicate),
             ) => self.local(cur, l, cmd),
             Route::Local(Local::Select) => match parse_select(&cmd, self.env.facts.databases()) {
                 Err(e) => self.push_done(cur, e),

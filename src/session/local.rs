@@ -125,7 +125,12 @@ impl Session {
                     resp::unsubscribe_frames(kind.unsubscribe_name(), &names, self.client.proto);
                 self.push_done(cur, frames);
             }
-            Local::Reject(msg) => self.push_done(cur, resp::error(msg)),
+            Local::Replicate => {
+                // Everything before it is answered first; then the session
+                // hands its socket to a tunnel (`Session::run`).
+                self.tunnel = Some(cmd);
+                self.closing = true;
+            }
         }
     }
 

@@ -33,6 +33,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{Config, Consistency};
+use crate::conn::connect::Handshake;
 use crate::conn::dedicated::Dedicated;
 use crate::conn::event::{Event, EventTx};
 use crate::conn::pipe::PipeHandle;
@@ -45,7 +46,7 @@ use crate::model::facts::ServerFacts;
 use crate::model::replication::Replication;
 use crate::model::topology::TopologyCell;
 use crate::proto::encode::{self as resp, Proto};
-use crate::proto::{RequestFramer, RequestLimits};
+use crate::proto::{Command, RequestFramer, RequestLimits};
 use crate::route::command::Kind;
 use crate::route::consistency::Tracker;
 use slots::{Hook, Slots};
@@ -121,6 +122,9 @@ struct Session {
     ded: Option<Dedicated>,
     /// Stop reading requests; close once the replies in flight are written.
     closing: bool,
+    /// SYNC/PSYNC: once every earlier reply is written, the connection is
+    /// tunnelled to the primary with this command.
+    tunnel: Option<Command>,
     /// Read-your-writes is on.
     ryw: bool,
     writes_in_flight: usize,
@@ -150,6 +154,7 @@ impl Session {
             shared_waiting: 0,
             ded: None,
             closing: false,
+            tunnel: None,
             ryw,
             writes_in_flight: 0,
             tracker: Tracker::new(),
@@ -252,7 +257,56 @@ impl Session {
                 break;
             }
         }
+        if let Some(cmd) = self.tunnel.take()
+            && !eof
+        {
+            self.replicate(cmd, rd, &mut wr, inbuf, shutdown).await;
+        }
         let _ = wr.shutdown().await;
+    }
+
+    /// SYNC/PSYNC: a raw connection to the primary (authenticated as the
+    /// client is), the command and anything pipelined after it, then bytes
+    /// both ways until either side closes: the replication stream is not
+    /// RESP replies and must not be framed.
+    async fn replicate(
+        &self,
+        cmd: Command,
+        mut rd: tokio::net::tcp::OwnedReadHalf,
+        wr: &mut tokio::net::tcp::OwnedWriteHalf,
+        inbuf: BytesMut,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let primary = self.env.topology.load().primary.clone();
+        let hs = Handshake {
+            auth: self.client.identity.clone(),
+            ..Handshake::default()
+        };
+        let connect = self.env.pipes.timeouts().connect;
+        let (stream, leftover) =
+            match crate::conn::connect::open(self.env.pipes.connector(), &primary, &hs, connect)
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = wr
+                        .write_all(&resp::error(&format!("ERR nearby: {primary}: {e}")))
+                        .await;
+                    return;
+                }
+            };
+        let (mut urd, mut uwr) = stream.into_split();
+        if uwr.write_all(cmd.raw()).await.is_err()
+            || uwr.write_all(&inbuf).await.is_err()
+            || wr.write_all(&leftover).await.is_err()
+        {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::io::copy(&mut rd, &mut uwr) => {}
+            _ = tokio::io::copy(&mut urd, wr) => {}
+            _ = shutdown.changed() => {}
+        }
     }
 
     fn take_commands(

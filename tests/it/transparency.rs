@@ -220,11 +220,66 @@ fn subscribe_unsubscribe_subscribe_back_to_back() {
             };
             let through = via(nearby.port);
             // The sidecar's subscriber is gone before the direct run counts.
-            let numsub = if sub == "SSUBSCRIBE" { "SHARDNUMSUB" } else { "NUMSUB" };
+            let numsub = if sub == "SSUBSCRIBE" {
+                "SHARDNUMSUB"
+            } else {
+                "NUMSUB"
+            };
             assert!(crate::common::wait_until(Duration::from_secs(5), || {
                 redis.query(&["PUBSUB", numsub, "foo"]).ends_with(b":0\r\n")
             }));
             assert_eq!(through, via(redis.port), "{sub} RESP{proto}");
         }
     }
+}
+
+#[test]
+fn sync_streams_the_primarys_replication_through_nearby() {
+    use std::io::Read;
+    let redis = RedisServer::start();
+    let nearby = sidecar(&redis, &[]);
+    let mut sync = RawConn::connect(nearby.port);
+    // As Redis's own test suite attaches to the stream: inline SYNC.
+    sync.send(b"SYNC\r\n");
+    let mut stream = sync.stream().try_clone().unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // Newlines (keepalives) may come first; then the RDB as one bulk.
+    let payload_end = loop {
+        let n = stream.read(&mut chunk).expect("the stream");
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+        let start = got.iter().position(|&b| b != b'\n').unwrap_or(got.len());
+        if let Some(eol) = got[start..].windows(2).position(|w| w == b"\r\n") {
+            let head = std::str::from_utf8(&got[start..start + eol]).unwrap();
+            assert!(head.starts_with('$'), "{head:?}");
+            let len: usize = head[1..].parse().unwrap();
+            let end = start + eol + 2 + len;
+            if got.len() >= end {
+                break end;
+            }
+        }
+    };
+    got.drain(..payload_end);
+    // A write by another client arrives on the stream, as Redis sends it.
+    let mut c = RawConn::connect(nearby.port);
+    assert_eq!(c.cmd(&["SET", "streamed", "yes"]), b"+OK\r\n");
+    let want = b"*3\r\n$3\r\nSET\r\n$8\r\nstreamed\r\n$3\r\nyes\r\n";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !got.windows(want.len()).any(|w| w == want) {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+        let n = stream.read(&mut chunk).expect("the stream");
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    // Redis counts the tunnel as its replica.
+    let info = redis.cli(&["INFO", "replication"]);
+    assert!(info.contains("connected_slaves:1"), "{info}");
 }

@@ -196,7 +196,8 @@ pub enum Local {
     Reset,
     Unwatch,
     Unsubscribe(SubKind),
-    Reject(&'static str),
+    /// SYNC/PSYNC: from here on the client talks to the primary directly.
+    Replicate,
 }
 
 /// Commands that create connection state and so need a dedicated connection.
@@ -342,9 +343,9 @@ fn special(upper: &[u8], cmd: &Command) -> Option<Route> {
         b"SUNSUBSCRIBE" => L(Local::Unsubscribe(SubKind::Shard)),
         b"SHUTDOWN" => Route::Control,
         b"SCRIPT" | b"FUNCTION" if cmd.arg_eq(1, "KILL") => Route::Control,
-        b"SYNC" | b"PSYNC" => L(Local::Reject(
-            "ERR nearby does not proxy replication streams (SYNC/PSYNC); connect replicas to the primary directly",
-        )),
+        // The replication stream: the connection becomes a raw tunnel to
+        // the primary.
+        b"SYNC" | b"PSYNC" => L(Local::Replicate),
         b"MULTI" => P(Pin::Multi),
         b"EXEC" => P(Pin::Exec),
         b"DISCARD" => P(Pin::Discard),
