@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/install-redis.sh
+bash scripts/install-clients.sh
 
 # tests/scale.rs holds 10,000 client connections (20,000 descriptors across
 # the test and the sidecar): raise the soft limit as far as allowed.

@@ -15,6 +15,7 @@ mod common;
 
 mod bad_input;
 mod cli;
+mod clients;
 mod consistency;
 mod consistency_bench;
 mod deploy;
