@@ -75,6 +75,12 @@ impl Session {
                 let seq = self.new_slot(cur, false, Hook::None);
                 self.send_read(seq, cmd, up, Tried::default(), cur.kind);
             }
+            // A named client's other commands run on its own connection,
+            // which carries the name: SLOWLOG and CLIENT LIST show it as
+            // Redis would. Its reads still go to the nearest replica.
+            Route::Primary if self.named_connection() => {
+                self.send_dedicated(cur, cmd, ONE, Hook::None)
+            }
             Route::Primary => self.send_to_primary(cur, cmd),
             Route::Control => {
                 let up = self.env.topology.load().primary.clone();
@@ -125,20 +131,10 @@ impl Session {
             }
         }
         match route {
-            // Redis keeps the name too: CLIENT LIST and SLOWLOG show it.
-            Route::Local(Local::SetName) => match super::local::setname(&cmd) {
-                Ok(name) => {
-                    self.client.name = name.clone();
-                    if let Some(d) = &mut self.ded {
-                        d.name = name;
-                    }
-                    self.send_dedicated(cur, cmd, ONE, Hook::None);
-                }
-                Err(e) => self.push_done(cur, e),
-            },
             Route::Local(
                 l @ (Local::Quit
                 | Local::Reset
+                | Local::SetName
                 | Local::GetName
                 | Local::ClientReply
                 | Local::Replicate),
@@ -307,6 +303,34 @@ impl Session {
             self.env.pipes.timeouts(),
             self.events_tx.clone(),
         ));
+    }
+
+    /// The client has a name and its dedicated primary connection carries
+    /// it.
+    fn named_connection(&self) -> bool {
+        self.client.name.is_some()
+            && self
+                .ded
+                .as_ref()
+                .is_some_and(|d| d.upstream.role == Role::Primary && d.name == self.client.name)
+    }
+
+    /// CLIENT SETNAME: the sidecar keeps the name, and so does Redis, on the
+    /// client's dedicated connection (opened now if there is none), so that
+    /// another client's CLIENT LIST, and SLOWLOG, see it.
+    pub(super) fn set_name(&mut self, cur: Cur, cmd: Command, name: Option<Bytes>) {
+        self.client.name = name.clone();
+        match &mut self.ded {
+            Some(d) => {
+                d.name = name;
+                self.send_dedicated(cur, cmd, ONE, Hook::None);
+            }
+            None if name.is_some() => {
+                self.ensure_dedicated();
+                self.push_done(cur, resp::ok());
+            }
+            None => self.push_done(cur, resp::ok()),
+        }
     }
 
     /// Subscribed through a replica (`subscribe_from = nearest`).

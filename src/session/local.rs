@@ -90,10 +90,7 @@ impl Session {
             Local::Hello => self.hello(cur, cmd),
             Local::Auth => self.auth(cur, cmd),
             Local::SetName => match setname(&cmd) {
-                Ok(name) => {
-                    self.client.name = name;
-                    self.push_done(cur, resp::ok());
-                }
+                Ok(name) => self.set_name(cur, cmd, name),
                 Err(e) => self.push_done(cur, e),
             },
             Local::GetName => {

@@ -173,6 +173,22 @@ fn setname_alone_keeps_replica_reads() {
     assert_eq!(cluster.replicas[0].calls("get"), 20);
     assert_eq!(cluster.primary.calls("get"), 0);
     assert_eq!(c.cmd(&["CLIENT", "GETNAME"]), b"$3\r\napp\r\n");
+    // Redis knows the name too: another client sees it, and a slow command
+    // of the named client is logged under it.
+    let mut other = RawConn::connect(nearby.port);
+    let list = crate::common::bulk_text(&other.cmd(&["CLIENT", "LIST"]));
+    assert!(list.contains(" name=app "), "{list}");
+    assert_eq!(
+        c.cmd(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]),
+        b"+OK\r\n"
+    );
+    assert_eq!(c.cmd(&["SET", "named", "1"]), b"+OK\r\n");
+    let log =
+        String::from_utf8_lossy(&cluster.primary.query(&["SLOWLOG", "GET", "2"])).into_owned();
+    assert!(
+        log.contains("named") && log.contains("\r\napp\r\n"),
+        "{log}"
+    );
 }
 
 #[test]

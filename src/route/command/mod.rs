@@ -342,7 +342,10 @@ fn special(upper: &[u8], cmd: &Command) -> Option<Route> {
         b"PUNSUBSCRIBE" => L(Local::Unsubscribe(SubKind::Pattern)),
         b"SUNSUBSCRIBE" => L(Local::Unsubscribe(SubKind::Shard)),
         b"SHUTDOWN" => Route::Control,
+        // What Redis accepts while busy (its `allow_busy` commands that
+        // do not depend on the connection).
         b"SCRIPT" | b"FUNCTION" if cmd.arg_eq(1, "KILL") => Route::Control,
+        b"FUNCTION" if cmd.arg_eq(1, "STATS") => Route::Control,
         // The replication stream: the connection becomes a raw tunnel to
         // the primary.
         b"SYNC" | b"PSYNC" => L(Local::Replicate),
