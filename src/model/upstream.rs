@@ -59,6 +59,9 @@ pub struct Upstream {
     /// When anything last came back from this upstream, on any connection
     /// (µs since `born`; 0: never): liveness for the request timeout.
     heard_us: AtomicU64,
+    /// Until when a CLIENT PAUSE WRITE sent through this sidecar holds
+    /// writes (µs since `born`; 0: none known).
+    writes_paused_us: AtomicU64,
     born: Instant,
     /// Configured as a replica and says `role:slave` (always true for the
     /// primary).
@@ -132,6 +135,7 @@ impl Upstream {
             outstanding: AtomicUsize::new(0),
             slow_in_flight: AtomicUsize::new(0),
             heard_us: AtomicU64::new(0),
+            writes_paused_us: AtomicU64::new(0),
             born: Instant::now(),
         }
     }
@@ -194,6 +198,20 @@ impl Upstream {
         if n > 0 {
             self.slow_in_flight.fetch_sub(n, Ordering::Relaxed);
         }
+    }
+
+    /// CLIENT PAUSE ... WRITE until `until`; `None`: CLIENT UNPAUSE.
+    pub fn pause_writes(&self, until: Option<Instant>) {
+        let us = until.map_or(0, |t| {
+            t.saturating_duration_since(self.born).as_micros() as u64 + 1
+        });
+        self.writes_paused_us.store(us, Ordering::Relaxed);
+    }
+
+    /// Whether Redis holds writes now, as far as this sidecar knows.
+    pub fn writes_paused(&self, now: Instant) -> bool {
+        let until = self.writes_paused_us.load(Ordering::Relaxed);
+        until != 0 && now.saturating_duration_since(self.born).as_micros() as u64 + 1 < until
     }
 
     /// Something (a reply, even an error) came back at `now`.

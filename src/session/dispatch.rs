@@ -81,9 +81,16 @@ impl Session {
             Route::Primary if self.named_connection() => {
                 self.send_dedicated(cur, cmd, ONE, Hook::None)
             }
+            // While a CLIENT PAUSE WRITE holds writes, a write waits on this
+            // client's own connection, not at the head of a shared pipe
+            // where everyone else's reads would queue behind it.
+            Route::Primary if self.shared_waiting == 0 && self.writes_paused() => {
+                self.send_dedicated(cur, cmd, ONE, Hook::None)
+            }
             Route::Primary => self.send_to_primary(cur, cmd),
             Route::Control => {
                 let up = self.env.topology.load().primary.clone();
+                note_pause(&up, &cmd);
                 let pipe = self.pipe_at(&up, 0, Proto::Resp2);
                 let seq = self.new_slot(cur, false, Hook::None);
                 self.send_pipe(pipe, seq, cmd.into_raw(), cur.kind, false);
@@ -305,6 +312,14 @@ impl Session {
         ));
     }
 
+    fn writes_paused(&self) -> bool {
+        self.env
+            .topology
+            .load()
+            .primary
+            .writes_paused(tokio::time::Instant::now())
+    }
+
     /// The client has a name and its dedicated primary connection carries
     /// it.
     fn named_connection(&self) -> bool {
@@ -371,4 +386,23 @@ impl Session {
 fn hold_limit(up: &Upstream) -> std::time::Duration {
     let cost = up.cost().unwrap_or(0.0).clamp(0.0, 10.0);
     std::time::Duration::from_millis(20) + std::time::Duration::from_secs_f64(cost * 2.0)
+}
+
+/// CLIENT PAUSE <ms> WRITE and CLIENT UNPAUSE, as they pass: where writes
+/// must not wait at the head of a shared pipe (see `Session::dispatch`).
+fn note_pause(primary: &Upstream, cmd: &Command) {
+    if !cmd.name_eq("CLIENT") {
+        return;
+    }
+    if cmd.arg_eq(1, "UNPAUSE") {
+        primary.pause_writes(None);
+    } else if cmd.arg_eq(1, "PAUSE")
+        && cmd.argc() == 4
+        && cmd.arg_eq(3, "WRITE")
+        && let Some(ms) = cmd.arg(2).and_then(crate::proto::parse_ll)
+        && ms >= 0
+    {
+        let until = tokio::time::Instant::now() + std::time::Duration::from_millis(ms as u64);
+        primary.pause_writes(Some(until));
+    }
 }

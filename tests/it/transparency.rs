@@ -49,11 +49,19 @@ fn a_paused_write_holds_only_its_own_client() {
     let redis = RedisServer::start();
     let nearby = sidecar(&redis, &[]);
     let mut admin = RawConn::connect(nearby.port);
+    // A reader already using the shared pipe.
+    let mut reader = RawConn::connect(nearby.port);
+    assert_eq!(reader.cmd(&["GET", "k"]), b"$-1\r\n");
     assert_eq!(admin.cmd(&["CLIENT", "PAUSE", "2000", "WRITE"]), b"+OK\r\n");
-    // A write on the shared pipe: Redis holds it until the pause ends.
+    // Redis holds the write until the pause ends.
     let mut writer = RawConn::connect(nearby.port);
     let sent = Instant::now();
     writer.send_cmd(&["SET", "k", "v"]);
+    // Right behind it, the reader is answered at once (the write waits on
+    // its client's own connection, not at the head of the shared pipe).
+    let t = Instant::now();
+    assert_eq!(reader.cmd(&["GET", "k"]), b"$-1\r\n");
+    assert!(t.elapsed() < Duration::from_millis(50), "{:?}", t.elapsed());
     thread::sleep(Duration::from_millis(200));
     // Reads from other clients are not queued behind it.
     let lat = fresh_clients_get(nearby.port, 20, 50);
