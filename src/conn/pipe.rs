@@ -144,6 +144,7 @@ async fn run(
     const MIN_BACKOFF: Duration = Duration::from_millis(50);
     const MAX_BACKOFF: Duration = Duration::from_secs(1);
     const BUSY_RETRY: Duration = Duration::from_millis(10);
+    const LIVED: Duration = Duration::from_secs(1);
     let mut backoff = MIN_BACKOFF;
     // Requests taken from the queue while Redis refused the setup (busy):
     // written first once a connection is up, or refused again.
@@ -153,6 +154,7 @@ async fn run(
             Ok((stream, leftover)) => {
                 backoff = MIN_BACKOFF;
                 let carried = std::mem::take(&mut carry);
+                let up_since = Instant::now();
                 let err = serve(
                     &up,
                     stream,
@@ -164,6 +166,13 @@ async fn run(
                 )
                 .await;
                 match err {
+                    // A connection that served a while and was closed (CLIENT
+                    // KILL, a server restart, an idle timeout): reconnect at
+                    // once instead of failing requests for a backoff.
+                    Some(UpstreamError::Lost(_)) if up_since.elapsed() >= LIVED => {
+                        head.set(None);
+                        continue;
+                    }
                     Some(e) => e,
                     None => return, // every session is gone: shutting down
                 }
