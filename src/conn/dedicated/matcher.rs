@@ -159,10 +159,12 @@ impl Matcher {
         let is_stream = if reply.is_error() {
             // An error always answers the oldest request.
             false
-        } else if self.monitoring {
+        } else if self.monitoring || reply.is_push() {
+            // A push answers no request (whatever protocol the connection
+            // started with: HELLO 3 may have switched it since).
             true
         } else if self.proto == Proto::Resp3 {
-            reply.is_push()
+            false
         } else {
             in_pubsub && head.is_some()
         };
