@@ -144,7 +144,9 @@ async fn run(
     const MIN_BACKOFF: Duration = Duration::from_millis(50);
     const MAX_BACKOFF: Duration = Duration::from_secs(1);
     const BUSY_RETRY: Duration = Duration::from_millis(10);
-    const LIVED: Duration = Duration::from_secs(1);
+    // Long enough that a server accepting and closing at once is not
+    // reconnected to in a tight loop.
+    const LIVED: Duration = Duration::from_millis(10);
     let mut backoff = MIN_BACKOFF;
     // Requests taken from the queue while Redis refused the setup (busy):
     // written first once a connection is up, or refused again.

@@ -198,6 +198,9 @@ impl Session {
             }
             // Queued in MULTI, and a pub/sub reply shape in RESP2.
             Route::Read | Route::Primary | Route::Control => {
+                if route == Route::Control {
+                    note_pause(&self.env.topology.load().primary, &cmd);
+                }
                 self.send_dedicated(cur, cmd, ONE, Hook::None)
             }
         }
@@ -340,10 +343,10 @@ impl Session {
                 d.name = name;
                 self.send_dedicated(cur, cmd, ONE, Hook::None);
             }
-            None if name.is_some() => {
-                self.ensure_dedicated();
-                self.push_done(cur, resp::ok());
-            }
+            // Answered by Redis once the connection (opened with the name)
+            // is up, so that the name is listed by the time the client
+            // hears OK.
+            None if name.is_some() => self.send_dedicated(cur, cmd, ONE, Hook::None),
             None => self.push_done(cur, resp::ok()),
         }
     }

@@ -347,8 +347,9 @@ fn special(upper: &[u8], cmd: &Command) -> Option<Route> {
         b"SCRIPT" | b"FUNCTION" if cmd.arg_eq(1, "KILL") => Route::Control,
         b"FUNCTION" if cmd.arg_eq(1, "STATS") => Route::Control,
         // The replication stream: the connection becomes a raw tunnel to
-        // the primary.
-        b"SYNC" | b"PSYNC" => L(Local::Replicate),
+        // the primary. A replica's REPLCONF (capabilities, an RDB filter)
+        // belongs to the connection it then SYNCs on, so it starts it.
+        b"SYNC" | b"PSYNC" | b"REPLCONF" => L(Local::Replicate),
         b"MULTI" => P(Pin::Multi),
         b"EXEC" => P(Pin::Exec),
         b"DISCARD" => P(Pin::Discard),
