@@ -72,6 +72,16 @@ impl Session {
         match route {
             Route::Read => {
                 let up = self.pick_read(&[]);
+                if up.role == Role::Primary
+                    && !self.ryw
+                    && self.shared_waiting == 0
+                    && self.named_connection()
+                {
+                    // Bound for the primary anyway: on the named client's own
+                    // connection, as Redis would see it (CLIENT LIST, SLOWLOG).
+                    self.send_dedicated(cur, cmd, ONE, Hook::None);
+                    return;
+                }
                 let seq = self.new_slot(cur, false, Hook::None);
                 self.send_read(seq, cmd, up, Tried::default(), cur.kind);
             }
