@@ -82,7 +82,15 @@ impl Session {
         match l {
             Local::Select => match parse_select(&cmd, self.env.facts.databases()) {
                 Ok(db) => {
+                    let changed = db != self.client.db;
                     self.client.db = db;
+                    if changed {
+                        // A client that picks a db is likely to block or
+                        // watch there next: its own connection is opened now,
+                        // so that its first BLPOP reaches Redis before a
+                        // command another client sends just after it.
+                        self.ensure_dedicated();
+                    }
                     self.push_done(cur, resp::ok());
                 }
                 Err(e) => self.push_done(cur, e),
