@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::conn::connect::{self as upstream, Connector, Handshake, UpstreamError};
 pub use crate::conn::event::{Event, EventTx, Request, Timeouts};
+use crate::model::stamp;
 use crate::model::topology::{Role, Upstream};
 use crate::proto::refusal::Refusal;
 use crate::proto::{ReplyFramer, ReplyLimits};
@@ -41,9 +42,7 @@ struct Head {
 
 impl Head {
     fn set(&self, sent: Option<Instant>) {
-        let us = sent.map_or(0, |t| {
-            t.saturating_duration_since(self.epoch).as_micros() as u64 + 1
-        });
+        let us = sent.map_or(0, |t| stamp(self.epoch, t));
         self.sent_us.store(us, Ordering::Relaxed);
     }
 }
@@ -59,10 +58,7 @@ impl PipeHandle {
     /// before `now`.
     pub fn held(&self, now: Instant, limit: Duration) -> bool {
         let sent = self.head.sent_us.load(Ordering::Relaxed);
-        sent != 0
-            && (now.saturating_duration_since(self.head.epoch).as_micros() as u64 + 1)
-                .saturating_sub(sent)
-                > limit.as_micros() as u64
+        sent != 0 && stamp(self.head.epoch, now).saturating_sub(sent) > limit.as_micros() as u64
     }
 
     /// The same pipe (both handles feed one connection).

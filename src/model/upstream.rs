@@ -202,21 +202,19 @@ impl Upstream {
 
     /// CLIENT PAUSE ... WRITE until `until`; `None`: CLIENT UNPAUSE.
     pub fn pause_writes(&self, until: Option<Instant>) {
-        let us = until.map_or(0, |t| {
-            t.saturating_duration_since(self.born).as_micros() as u64 + 1
-        });
+        let us = until.map_or(0, |t| super::stamp(self.born, t));
         self.writes_paused_us.store(us, Ordering::Relaxed);
     }
 
     /// Whether Redis holds writes now, as far as this sidecar knows.
     pub fn writes_paused(&self, now: Instant) -> bool {
         let until = self.writes_paused_us.load(Ordering::Relaxed);
-        until != 0 && now.saturating_duration_since(self.born).as_micros() as u64 + 1 < until
+        until != 0 && super::stamp(self.born, now) < until
     }
 
     /// Something (a reply, even an error) came back at `now`.
     pub fn heard(&self, now: Instant) {
-        let us = now.saturating_duration_since(self.born).as_micros() as u64 + 1;
+        let us = super::stamp(self.born, now);
         self.heard_us.fetch_max(us, Ordering::Relaxed);
     }
 
@@ -230,7 +228,7 @@ impl Upstream {
             return false;
         }
         let heard = self.heard_us.load(Ordering::Relaxed);
-        let now_us = now.saturating_duration_since(self.born).as_micros() as u64 + 1;
+        let now_us = super::stamp(self.born, now);
         heard == 0 || now_us.saturating_sub(heard) >= waited.as_micros() as u64
     }
 

@@ -99,11 +99,9 @@ impl Session {
             }
             Route::Primary => self.send_to_primary(cur, cmd),
             Route::Control => {
-                let up = self.env.topology.load().primary.clone();
-                note_pause(&up, &cmd);
-                let pipe = self.pipe_at(&up, 0, Proto::Resp2);
-                let seq = self.new_slot(cur, false, Hook::None);
-                self.send_pipe(pipe, seq, cmd.into_raw(), cur.kind, false);
+                note_pause(&self.env.topology.load().primary, &cmd);
+                // Never "slow": a KILL to a frozen server must still time out.
+                self.send_primary_pipe(cur, cmd, 0, Proto::Resp2, false);
             }
             Route::Local(l) => self.local(cur, l, cmd),
             Route::Pin(Pin::Exec | Pin::Discard) => {
@@ -239,10 +237,16 @@ impl Session {
     }
 
     fn send_to_primary(&mut self, cur: Cur, cmd: Command) {
-        let up = self.env.topology.load().primary.clone();
-        let pipe = self.pipe_for(&up);
-        let seq = self.new_slot(cur, false, Hook::None);
         let slow = command::is_slow(cmd.name());
+        let (db, proto) = (self.client.db, self.client.proto);
+        self.send_primary_pipe(cur, cmd, db, proto, slow);
+    }
+
+    /// On the primary's shared pipe for (db, proto).
+    fn send_primary_pipe(&mut self, cur: Cur, cmd: Command, db: u32, proto: Proto, slow: bool) {
+        let up = self.env.topology.load().primary.clone();
+        let pipe = self.pipe_at(&up, db, proto);
+        let seq = self.new_slot(cur, false, Hook::None);
         self.send_pipe(pipe, seq, cmd.into_raw(), cur.kind, slow);
     }
 
