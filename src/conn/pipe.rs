@@ -144,6 +144,10 @@ async fn run(
     // reconnected to in a tight loop.
     const LIVED: Duration = Duration::from_millis(10);
     let mut backoff = MIN_BACKOFF;
+    // Whether the last connection was lost young: one such loss reconnects
+    // at once too (CLIENT KILL of a pipe opened a moment before), a second
+    // in a row backs off.
+    let mut lost_young = false;
     // Requests taken from the queue while Redis refused the setup (busy):
     // written first once a connection is up, or refused again.
     let mut carry: Vec<Request> = Vec::new();
@@ -167,7 +171,8 @@ async fn run(
                     // A connection that served a while and was closed (CLIENT
                     // KILL, a server restart, an idle timeout): reconnect at
                     // once instead of failing requests for a backoff.
-                    Some(UpstreamError::Lost(_)) if up_since.elapsed() >= LIVED => {
+                    Some(UpstreamError::Lost(_)) if up_since.elapsed() >= LIVED || !lost_young => {
+                        lost_young = up_since.elapsed() < LIVED;
                         head.set(None);
                         continue;
                     }

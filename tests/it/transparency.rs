@@ -307,3 +307,28 @@ fn sync_streams_the_primarys_replication_through_nearby() {
     let info = redis.cli(&["INFO", "replication"]);
     assert!(info.contains("connected_slaves:1"), "{info}");
 }
+
+#[test]
+fn a_pipe_killed_as_soon_as_it_opened_serves_the_next_request() {
+    let redis = RedisServer::start();
+    let nearby = sidecar(&redis, &[]);
+    let mut a = RawConn::connect(nearby.port);
+    let mut b = RawConn::connect(nearby.port);
+    // A's GET opens the shared pipe for db 3; B kills every normal
+    // connection a moment later (Redis's own suite does this in CLIENT
+    // KILL SKIPME).
+    assert_eq!(a.cmd(&["SELECT", "3"]), b"+OK\r\n");
+    assert_eq!(a.cmd(&["GET", "k"]), b"$-1\r\n");
+    let killed = b.cmd(&["CLIENT", "KILL", "TYPE", "normal"]);
+    assert!(
+        killed.starts_with(b":"),
+        "{:?}",
+        String::from_utf8_lossy(&killed)
+    );
+    assert_ne!(killed, b":0\r\n");
+    // The pipe reconnects at once: A is answered, as Redis answers a new
+    // connection, instead of a "connection lost" for a backoff.
+    for _ in 0..3 {
+        assert_eq!(a.cmd(&["GET", "k"]), b"$-1\r\n");
+    }
+}
