@@ -224,6 +224,35 @@ def redis_benchmark(port, tests, n, clients, pipeline=1, timeout=600):
     return out
 
 
+def mixed_benchmark(port, n, timeout=600):
+    """50 clients, 90% GET / 10% SET: 45 GET clients and 5 SET clients run
+    side by side (two redis-benchmark processes, -n split 9:1); returns the
+    total requests per second over the wall time both took."""
+    def argv(test, reqs, clients):
+        return [
+            "redis-benchmark", "-h", "127.0.0.1", "-p", str(port),
+            "-t", test, "-n", str(reqs), "-c", str(clients), "-q",
+        ]
+    gets, sets = n * 9 // 10, n // 10
+    t0 = time.monotonic()
+    ps = [
+        subprocess.Popen(argv("get", gets, 45), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL),
+        subprocess.Popen(argv("set", sets, 5), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL),
+    ]
+    for p in ps:
+        try:
+            _, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for q in ps:
+                q.kill()
+            raise Failed(f"mixed redis-benchmark timed out after {timeout}s")
+        if p.returncode != 0:
+            raise Failed(f"mixed redis-benchmark exited {p.returncode}: {err.decode(errors='replace')[-300:]}")
+    return (gets + sets) / (time.monotonic() - t0)
+
+
 # ---------------------------------------------------------------- idle clients
 
 
@@ -340,6 +369,42 @@ def start_haproxy(procs, workdir, port, redis_port):
     return p
 
 
+def start_envoy(procs, workdir, port, redis_port):
+    # Envoy's redis_proxy filter: one STATIC cluster, a catch-all route, one
+    # worker thread (--concurrency 1), as a sidecar would run it.
+    conf = os.path.join(workdir, "envoy.yaml")
+    with open(conf, "w") as f:
+        f.write(
+            "static_resources:\n"
+            "  listeners:\n"
+            "  - name: redis\n"
+            f"    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}\n"
+            "    filter_chains:\n"
+            "    - filters:\n"
+            "      - name: envoy.filters.network.redis_proxy\n"
+            "        typed_config:\n"
+            '          "@type": type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy\n'
+            "          stat_prefix: redis\n"
+            "          settings: {op_timeout: 5s}\n"
+            "          prefix_routes: {catch_all_route: {cluster: redis}}\n"
+            "  clusters:\n"
+            "  - name: redis\n"
+            "    type: STATIC\n"
+            "    connect_timeout: 1s\n"
+            "    load_assignment:\n"
+            "      cluster_name: redis\n"
+            "      endpoints:\n"
+            "      - lb_endpoints:\n"
+            f"        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {redis_port}}}}}}}\n"
+        )
+    p = procs.start("envoy", [
+        "envoy", "-c", conf, "--concurrency", "1", "--log-level", "warn",
+        "--base-id", str(port), "--disable-hot-restart",
+    ])
+    wait_until("envoy", lambda: redis_ping(port), 30, p)
+    return p
+
+
 def med(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -365,6 +430,9 @@ def run(args, procs, log):
     if args.haproxy:
         H = free_port()
         targets.append(Target("haproxy", H, start_haproxy(procs, workdir, H, R)))
+    if args.envoy:
+        E = free_port()
+        targets.append(Target("envoy", E, start_envoy(procs, workdir, E, R)))
 
     time.sleep(1)
     mem = {t.name: {} for t in targets}
@@ -458,19 +526,21 @@ def run(args, procs, log):
 
 def read_routing(args, procs, log, R, nearby_primary_only_port, failures):
     workdir = procs.workdir
-    RR = free_port()
-    start_redis(procs, "replica", RR, workdir, extra=("--replicaof", "127.0.0.1", str(R)))
-    wait_until(
-        "replica sync",
-        lambda: info(RR, "replication").get("master_link_status") == "up",
-        30,
-    )
+    RR, RR2 = free_port(), free_port()
+    for name, port in (("replica", RR), ("replica2", RR2)):
+        start_redis(procs, name, port, workdir, extra=("--replicaof", "127.0.0.1", str(R)))
+        wait_until(
+            f"{name} sync",
+            lambda port=port: info(port, "replication").get("master_link_status") == "up",
+            30,
+        )
     NP, NA = free_port(), free_port()
     start_nearby(
         procs, "nearby-routing", args.nearby, NP, NA, R,
         extra=(
             "--region", "bench", "--primary-region", "primary",
             "--replica", f"bench=redis://127.0.0.1:{RR}",
+            "--replica", f"bench=redis://127.0.0.1:{RR2}",
             "--probe-interval-ms", "200",
         ),
     )
@@ -492,21 +562,36 @@ def read_routing(args, procs, log, R, nearby_primary_only_port, failures):
     legs = [
         ("direct (primary)", R),
         ("nearby, primary only", nearby_primary_only_port),
-        ("nearby, primary + replica", NP),
+        ("nearby, primary + 2 replicas", NP),
     ]
-    out = {name: {"rps": [], "rps_P16": [], "replica_share": [], "replica_share_P16": []} for name, _ in legs}
+    out = {
+        name: {"rps": [], "rps_P16": [], "replica_share": [], "replica_share_P16": [], "mixed": []}
+        for name, _ in legs
+    }
     for rnd in range(1, args.rounds + 1):
+        for name, port in legs:
+            log(f"round {rnd}/{args.rounds}  routing 90/10 {name:26}", end=" ", flush=True)
+            try:
+                rps = mixed_benchmark(port, n, args.bench_timeout)
+            except Failed as e:
+                failures.append(f"round {rnd} routing mixed {name}: {e}")
+                log(f"FAILED: {e}")
+                continue
+            out[name]["mixed"].append(rps)
+            log(f"GET+SET {rps:>10.0f} rps")
         for pipeline, key in ((1, "rps"), (16, "rps_P16")):
             for name, port in legs:
                 log(f"round {rnd}/{args.rounds}  routing P{pipeline:<2} {name:26}", end=" ", flush=True)
-                p0, r0 = cmd_calls(R).get("get", 0), cmd_calls(RR).get("get", 0)
+                p0 = cmd_calls(R).get("get", 0)
+                r0 = cmd_calls(RR).get("get", 0) + cmd_calls(RR2).get("get", 0)
                 try:
                     res = redis_benchmark(port, "get", n, 50, pipeline, args.bench_timeout)
                 except Failed as e:
                     failures.append(f"round {rnd} routing {name}: {e}")
                     log(f"FAILED: {e}")
                     continue
-                p1, r1 = cmd_calls(R).get("get", 0), cmd_calls(RR).get("get", 0)
+                p1 = cmd_calls(R).get("get", 0)
+                r1 = cmd_calls(RR).get("get", 0) + cmd_calls(RR2).get("get", 0)
                 share = (r1 - r0) / max(1, (p1 - p0) + (r1 - r0))
                 out[name][key].append(res["GET"]["rps"])
                 out[name][key.replace("rps", "replica_share")].append(share)
@@ -635,22 +720,28 @@ def report(args, meta, targets, results, cpu, redis_cpu, mem, routing, failures,
     L.append("")
 
     if routing:
-        L.append(f"## (f) Read routing: primary + one replica (REPLICAOF), GET -c 50 -n {n}")
+        L.append(f"## (f) Read routing: primary + two replicas (REPLICAOF), 50 clients, -n {n}")
         L.append("")
         L.append(
-            "Replica share = GET calls counted by the replica's INFO commandstats over all GET calls "
-            "(primary + replica) during the run."
+            "90/10 = 45 GET clients and 5 SET clients side by side (-n split 9:1), total requests "
+            "over the wall time. Replica share = GET calls counted by the replicas' INFO "
+            "commandstats over all GET calls during a GET-only run."
         )
         L.append("")
-        L.append("| path | GET rps | ratio | replica share | GET rps P16 | ratio P16 | replica share P16 |")
-        L.append("|---|---|---|---|---|---|---|")
+        L.append(
+            "| path | 90/10 rps | ratio | GET rps | ratio | replica share "
+            "| GET rps P16 | ratio P16 | replica share P16 |"
+        )
+        L.append("|---|---|---|---|---|---|---|---|---|")
         b1 = med(routing["direct (primary)"]["rps"])
         b16 = med(routing["direct (primary)"]["rps_P16"])
+        bm = med(routing["direct (primary)"]["mixed"])
         for name, r in routing.items():
-            m1, m16 = med(r["rps"]), med(r["rps_P16"])
+            m1, m16, mm = med(r["rps"]), med(r["rps_P16"]), med(r["mixed"])
             s1, s16 = med(r["replica_share"]), med(r["replica_share_P16"])
             L.append(
-                f"| {name} | {fmt_rps(r['rps'])} | {fmt_ratio(m1 / b1 if m1 and b1 else None)} | "
+                f"| {name} | {fmt_rps(r['mixed'])} | {fmt_ratio(mm / bm if mm and bm else None)} | "
+                f"{fmt_rps(r['rps'])} | {fmt_ratio(m1 / b1 if m1 and b1 else None)} | "
                 f"{'—' if s1 is None else f'{s1:.1%}'} | {fmt_rps(r['rps_P16'])} | "
                 f"{fmt_ratio(m16 / b16 if m16 and b16 else None)} | {'—' if s16 is None else f'{s16:.1%}'} |"
             )
@@ -691,6 +782,7 @@ def machine_meta(args):
         "redis": version(["redis-server", "--version"]),
         "twemproxy": version(["nutcracker", "--version"]) if args.twemproxy else "not installed",
         "haproxy": version(["haproxy", "-v"]) if args.haproxy else "not installed",
+        "envoy": version(["envoy", "--version"]) if args.envoy else "not installed",
     }
     return meta
 
@@ -703,6 +795,7 @@ def main():
     ap.add_argument("--baseline-rev", default="")
     ap.add_argument("--twemproxy", action="store_true")
     ap.add_argument("--haproxy", action="store_true")
+    ap.add_argument("--envoy", action="store_true")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--requests", type=int, default=200000)
     ap.add_argument("--idle-clients", type=int, default=1000)

