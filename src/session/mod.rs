@@ -52,6 +52,9 @@ use crate::route::consistency::Tracker;
 use slots::{Hook, Slots};
 use state::{ClientState, PinState};
 
+/// A client connection's first read and write buffers, in bytes.
+const CLIENT_BUF: usize = 4 * 1024;
+
 /// What a session reads and shares, handed out by `app`.
 pub struct SessionEnv {
     pub config: SharedConfig,
@@ -174,11 +177,14 @@ impl Session {
         if *shutdown.borrow() {
             return;
         }
-        let mut inbuf = BytesMut::with_capacity(16 * 1024);
+        // Small to start: a sidecar holds a connection per app thread, most
+        // of them idle; a buffer grows (doubling) for the clients that
+        // send more.
+        let mut inbuf = BytesMut::with_capacity(CLIENT_BUF);
         // Replies ready for the client: written as the socket takes them,
         // while requests and replies keep flowing (a client that does not
         // read must not stall its own upstream replies).
-        let mut out = BytesMut::with_capacity(16 * 1024);
+        let mut out = BytesMut::with_capacity(CLIENT_BUF);
         let mut eof = false;
         let mut last_read = Instant::now();
         loop {
@@ -195,8 +201,8 @@ impl Session {
             let room =
                 self.slots.len() < max_inflight && out.len() + self.slots.held_bytes() < max_output;
             let can_read = !eof && !self.closing && room;
-            if can_read && inbuf.capacity() - inbuf.len() < 4096 {
-                inbuf.reserve(16 * 1024);
+            if can_read && inbuf.capacity() - inbuf.len() < CLIENT_BUF / 4 {
+                inbuf.reserve(inbuf.len().max(CLIENT_BUF));
             }
             let idle_deadline = (idle > 0 && !self.pin.idle_exempt())
                 .then(|| last_read + Duration::from_secs(idle));
@@ -225,7 +231,7 @@ impl Session {
                     Ok(n) => {
                         let _ = out.split_to(n);
                         if out.is_empty() && out.capacity() > 1024 * 1024 {
-                            out = BytesMut::with_capacity(16 * 1024);
+                            out = BytesMut::with_capacity(CLIENT_BUF);
                         }
                     }
                 },
