@@ -143,6 +143,7 @@ async fn run(
     // Long enough that a server accepting and closing at once is not
     // reconnected to in a tight loop.
     const LIVED: Duration = Duration::from_millis(10);
+    let young = |since: Instant| since.elapsed() < LIVED;
     let mut backoff = MIN_BACKOFF;
     // Whether the last connection was lost young: one such loss reconnects
     // at once too (CLIENT KILL of a pipe opened a moment before), a second
@@ -171,8 +172,8 @@ async fn run(
                     // A connection that served a while and was closed (CLIENT
                     // KILL, a server restart, an idle timeout): reconnect at
                     // once instead of failing requests for a backoff.
-                    Some(UpstreamError::Lost(_)) if up_since.elapsed() >= LIVED || !lost_young => {
-                        lost_young = up_since.elapsed() < LIVED;
+                    Some(UpstreamError::Lost(_)) if !(lost_young && young(up_since)) => {
+                        lost_young = young(up_since);
                         head.set(None);
                         continue;
                     }
