@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Makes sure redis-server and redis-cli are installed (the integration tests
-# start real Redis processes). Does nothing if both are already on PATH.
+# Makes sure redis-server, redis-cli and redis-sentinel are installed (the
+# integration tests start real Redis processes, and sentinels for the
+# failover tests). Does nothing if all three are already on PATH.
 set -euo pipefail
 
-if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
+have_all() {
+    command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 &&
+        command -v redis-sentinel >/dev/null 2>&1
+}
+if have_all; then
     exit 0
 fi
 
@@ -23,15 +28,18 @@ if [ "$(id -u)" -ne 0 ]; then
     fi
 fi
 
-echo "install-redis.sh: installing redis-server and redis-tools with apt-get" >&2
+echo "install-redis.sh: installing redis-server, redis-tools and redis-sentinel with apt-get" >&2
 export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" apt-get update
-"${SUDO[@]}" apt-get install -y redis-server redis-tools
+"${SUDO[@]}" apt-get install -y redis-server redis-tools redis-sentinel
 
 # Debian's package may start a system service on 6379, the sidecar's default
 # port. The tests start their own servers, so stop it.
 "${SUDO[@]}" service redis-server stop >/dev/null 2>&1 || true
 redis-cli -p 6379 shutdown nosave >/dev/null 2>&1 || true
+# And the sentinel service the sentinel package starts on 26379.
+"${SUDO[@]}" service redis-sentinel stop >/dev/null 2>&1 || true
+redis-cli -p 26379 shutdown nosave >/dev/null 2>&1 || true
 
-command -v redis-server >/dev/null && command -v redis-cli >/dev/null
+have_all
 echo "install-redis.sh: $(redis-server --version)" >&2

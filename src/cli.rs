@@ -100,8 +100,9 @@ mod tests {
                 continue;
             }
             seen += 1;
-            let expected = if long == "replica" {
-                "NEARBY_REPLICAS".to_owned()
+            // Repeatable flags have plural env twins (comma lists).
+            let expected = if long == "replica" || long == "sentinel" {
+                format!("NEARBY_{}S", long.to_ascii_uppercase())
             } else {
                 format!("NEARBY_{}", long.replace('-', "_").to_ascii_uppercase())
             };
@@ -116,7 +117,7 @@ mod tests {
                 "--{long} help: {help:?}"
             );
         }
-        assert_eq!(seen, 39);
+        assert_eq!(seen, 45);
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub const COMMANDS: &str = "nearby_commands_total";
 pub const USAGE_TODAY: &str = "nearby_usage_commands_today";
 pub const USAGE_ALLOWANCE: &str = "nearby_usage_free_commands_per_day";
 pub const PROBES: &str = "nearby_probes_total";
+pub const PRIMARY_CHANGES: &str = "nearby_primary_changes_total";
+pub const WRITES_AT_RISK: &str = "nearby_failover_writes_at_risk_total";
 
 /// Explicit buckets from 50 µs to 10 s: Prometheus histograms, not
 /// summaries, so they aggregate across sidecars.
@@ -113,6 +115,24 @@ fn describe() {
         PROBES,
         "Health probes sent by the sidecar (never in nearby_requests_total)"
     );
+    describe_counter!(
+        PRIMARY_CHANGES,
+        "Times writes moved to another primary (failover), by what said so"
+    );
+    describe_counter!(
+        WRITES_AT_RISK,
+        "Writes acknowledged by an old primary that its successor may lack"
+    );
+}
+
+/// A primary change, counted by its source (config, role, sentinel).
+pub fn primary_changed(source: &'static str) {
+    counter!(PRIMARY_CHANGES, "source" => source).increment(1);
+}
+
+/// Acknowledged writes an unplanned failover may have lost.
+pub fn writes_at_risk(n: u64) {
+    counter!(WRITES_AT_RISK).increment(n);
 }
 
 /// Handles for one upstream.

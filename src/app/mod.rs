@@ -49,10 +49,16 @@ pub async fn run_until(
     );
     crate::ops::admin::serve(cx.admin_env(), config.admin).await?;
     let control = cx.control_env();
+    if config.sentinel.is_some() {
+        // The first writes need a primary: ask before serving (bounded).
+        control::sentinel::initial(&control, Duration::from_secs(10)).await;
+        tokio::spawn(control::sentinel::follow(control.clone()));
+    }
     for up in cx.topology.load().all() {
         prober::spawn_watchers(&control, up);
     }
     let mut discovery = tokio::spawn(control::discovery::run(control.clone()));
+    tokio::spawn(control::failover::follow_roles(control.clone()));
     tokio::spawn(routing_log::watch_routing(
         cx.config.clone(),
         cx.topology.clone(),

@@ -151,6 +151,8 @@ macro_rules! settings {
             pub security: SecurityConfig,
             pub tls: TlsConfig,
             pub dns: DnsConfig,
+            /// Set when the primary comes from Sentinel.
+            pub sentinel: Option<SentinelConfig>,
             $($(#[doc = $t2doc])* pub $t2: $t2ty,)*
         }
 
@@ -176,12 +178,14 @@ macro_rules! settings {
             #[serde(skip_serializing_if = "FileTls::is_empty")]
             pub tls: FileTls,
             pub dns: FileDns,
+            #[serde(skip_serializing_if = "FileSentinel::is_empty")]
+            pub sentinel: FileSentinel,
         }
 
         /// Internal type names serde puts in messages (said as "a table").
         pub(super) const FILE_TYPE_NAMES: &[&str] = &[
             "FileConfig", "FileUpstream", $(stringify!($File),)* "FileSecurity", "FileTls",
-            "FileDns",
+            "FileDns", "FileSentinel",
         ];
 
         $(
@@ -247,7 +251,8 @@ macro_rules! settings {
                         at_least!($($t1min)?),
                     )?;
                 )*
-                let primary = merge::primary(a, &fc.primary, m)?;
+                let sentinel = rules::sentinel(a, &fc.sentinel, m)?;
+                let primary = merge::primary(a, &fc.primary, m, sentinel.is_some())?;
                 let replicas = merge::replicas(a, &fc.replica, m)?;
                 $(let $sec = $Sec::merge(a, &fc.$sec, m)?;)*
                 let security = rules::security(a, &fc.security, m)?;
@@ -272,6 +277,7 @@ macro_rules! settings {
                     security,
                     tls,
                     dns,
+                    sentinel,
                     $($t2,)*
                 })
             }
@@ -288,6 +294,7 @@ macro_rules! settings {
                     security: print::security(&self.security),
                     tls: print::tls(&self.tls),
                     dns: print::dns(&self.dns),
+                    sentinel: print::sentinel(self.sentinel.as_ref()),
                 }
             }
         }

@@ -77,6 +77,39 @@ pub(super) struct FileDns {
     pub timeout_ms: Option<u64>,
 }
 
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct FileSentinel {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+impl FileSentinel {
+    pub fn is_empty(&self) -> bool {
+        self.addresses.is_empty()
+            && self.master_name.is_none()
+            && self.username.is_none()
+            && self.password.is_none()
+    }
+}
+
+impl fmt::Debug for FileSentinel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileSentinel")
+            .field("addresses", &self.addresses)
+            .field("master_name", &self.master_name)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
 /// Parses the config file; errors name the key path and the line.
 pub(super) fn parse_file(name: &str, text: &str) -> Result<FileConfig, ConfigError> {
     let (tree, syntax_errors) = DeTable::parse_recoverable(text);

@@ -127,23 +127,30 @@ pub(super) fn region(
     })
 }
 
+/// Stands for the primary's address until the sentinels name it (the
+/// `.invalid` domain never resolves). With Sentinel, `--primary` is
+/// optional and only lends its credentials, database and scheme.
+pub const SENTINEL_PLACEHOLDER: &str = "redis://sentinel-primary.invalid:6379";
+
 pub(super) fn primary(
     a: &ConfigArgs,
     fp: &FileUpstream,
     m: &Merger<'_>,
+    sentinel: bool,
 ) -> Result<UpstreamConfig, ConfigError> {
     const URL: &Setting = setting("primary.url");
     const REGION: &Setting = setting("primary.region");
-    let url = m
-        .pick(a.primary.as_ref(), URL.flag, fp.url.as_ref())
-        .ok_or_else(|| {
-            ConfigError::new(
+    let url = match m.pick(a.primary.as_ref(), URL.flag, fp.url.as_ref()) {
+        Some(u) => parse_url(u.value, &u.source, URL.key)?,
+        None if sentinel => parse_url(SENTINEL_PLACEHOLDER, "default", URL.key)?,
+        None => {
+            return Err(ConfigError::new(
                 m.file_name.unwrap_or(URL.flag),
                 URL.key,
-                "required (--primary, NEARBY_PRIMARY or [primary] url)",
-            )
-        })?;
-    let url = parse_url(url.value, &url.source, URL.key)?;
+                "required (--primary, NEARBY_PRIMARY or [primary] url; or --sentinel)",
+            ));
+        }
+    };
     let region = match m.pick(a.primary_region.as_ref(), REGION.flag, fp.region.as_ref()) {
         Some(s) => check_region(s.value, &s.source, REGION.key)?,
         None => REGION.default.to_owned(),

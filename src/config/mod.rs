@@ -24,9 +24,11 @@ pub mod settings;
 mod toml_error;
 mod values;
 
-pub use settings::{Config, ConfigArgs, HealthConfig, LimitsConfig, RoutingConfig, TimeoutConfig};
+pub use settings::{
+    Config, ConfigArgs, FailoverConfig, HealthConfig, LimitsConfig, RoutingConfig, TimeoutConfig,
+};
 pub use values::{
-    Consistency, ConsistencyScope, LogFormat, Metrics, ReadFrom, SubscribeFrom, Value,
+    Consistency, ConsistencyScope, FollowRole, LogFormat, Metrics, ReadFrom, SubscribeFrom, Value,
 };
 
 use crate::url::{RedisUrl, Secret};
@@ -83,6 +85,17 @@ pub struct TlsConfig {
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
     pub server_name: Option<String>,
+}
+
+/// Redis Sentinel: where the primary (and the replicas) come from instead
+/// of a fixed `--primary`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentinelConfig {
+    /// Each sentinel (only host and port are used).
+    pub addresses: Vec<RedisUrl>,
+    pub master_name: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
 }
 
 /// How upstream host names are resolved (hickory, never the blocking std

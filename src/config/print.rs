@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use super::file::{FileDns, FileSecurity, FileTls, FileUpstream};
-use super::{Config, DnsConfig, SecurityConfig, TlsConfig, UpstreamConfig};
+use super::file::{FileDns, FileSecurity, FileSentinel, FileTls, FileUpstream};
+use super::{Config, DnsConfig, SecurityConfig, SentinelConfig, TlsConfig, UpstreamConfig};
 
 impl Config {
     /// The effective config as TOML, secrets shown as `***` (for
@@ -50,5 +50,17 @@ pub(super) fn dns(d: &DnsConfig) -> FileDns {
         min_ttl_s: Some(d.min_ttl_s),
         max_ttl_s: Some(d.max_ttl_s),
         timeout_ms: Some(d.timeout_ms),
+    }
+}
+
+pub(super) fn sentinel(s: Option<&SentinelConfig>) -> FileSentinel {
+    let Some(s) = s else {
+        return FileSentinel::default();
+    };
+    FileSentinel {
+        addresses: s.addresses.iter().map(|u| u.host_port()).collect(),
+        master_name: Some(s.master_name.clone()),
+        username: s.username.clone(),
+        password: s.password.as_ref().map(|_| "***".to_owned()),
     }
 }

@@ -2,11 +2,83 @@
 //! password (requirepass or requirepass_file), TLS (cert/key pairs), DNS
 //! (TTL bounds), and listening beyond loopback (needs auth).
 
-use super::file::{FileDns, FileSecurity, FileTls};
+use super::file::{FileDns, FileSecurity, FileSentinel, FileTls};
 use super::merge::{Merger, parse_nameserver};
 use super::settings::{Setting, setting};
-use super::{Config, ConfigArgs, ConfigError, DnsConfig, SecurityConfig, TlsConfig};
-use crate::url::Secret;
+use super::{
+    Config, ConfigArgs, ConfigError, DnsConfig, SecurityConfig, SentinelConfig, TlsConfig,
+};
+use crate::url::{RedisUrl, Secret};
+
+/// Sentinel: the addresses (flag list, or the file's) and the master name
+/// they monitor; the name is required with any address.
+pub(super) fn sentinel(
+    a: &ConfigArgs,
+    fs: &FileSentinel,
+    m: &Merger<'_>,
+) -> Result<Option<SentinelConfig>, ConfigError> {
+    const ADDRS: &Setting = setting("sentinel.addresses");
+    const NAME: &Setting = setting("sentinel.master_name");
+    const USER: &Setting = setting("sentinel.username");
+    const PASS: &Setting = setting("sentinel.password");
+    let (list, source) = if a.sentinels.is_empty() {
+        (fs.addresses.clone(), m.file_source())
+    } else {
+        (a.sentinels.clone(), ADDRS.flag.to_owned())
+    };
+    let name = m.pick(a.sentinel_master.clone(), NAME.flag, fs.master_name.clone());
+    if list.is_empty() {
+        if let Some(n) = name {
+            return Err(ConfigError::new(
+                n.source,
+                NAME.key,
+                "set, but no sentinel is (--sentinel HOST:PORT or [sentinel] addresses)",
+            ));
+        }
+        return Ok(None);
+    }
+    let mut addresses = Vec::new();
+    for (i, entry) in list.iter().enumerate() {
+        let entry = entry.trim();
+        let url = format!("redis://{entry}")
+            .parse::<RedisUrl>()
+            .ok()
+            .filter(|_| !entry.contains(['/', '@']))
+            .ok_or_else(|| {
+                ConfigError::new(
+                    &source,
+                    format!("{}[{i}]", ADDRS.key),
+                    format!("expected HOST:PORT, got '{entry}'"),
+                )
+            })?;
+        addresses.push(url);
+    }
+    let master_name = name
+        .ok_or_else(|| {
+            ConfigError::new(
+                &source,
+                NAME.key,
+                "required with --sentinel (--sentinel-master NAME or [sentinel] master_name)",
+            )
+        })?
+        .value;
+    let username = m
+        .pick(a.sentinel_username.clone(), USER.flag, fs.username.clone())
+        .map(|s| s.value);
+    let password = m
+        .pick(
+            a.sentinel_password.clone(),
+            PASS.flag,
+            fs.password.clone().map(Secret::new),
+        )
+        .map(|s| s.value);
+    Ok(Some(SentinelConfig {
+        addresses,
+        master_name,
+        username,
+        password,
+    }))
+}
 
 /// Listening beyond loopback needs client authentication, or an explicit
 /// opt-out.

@@ -8,11 +8,11 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::file::{FileDns, FileSecurity, FileTls, FileUpstream};
+use super::file::{FileDns, FileSecurity, FileSentinel, FileTls, FileUpstream};
 use super::merge::{self, Merger};
 use super::{
-    ConfigError, ConsistencyScope, DnsConfig, LogFormat, Metrics, ReadFrom, SecurityConfig,
-    SubscribeFrom, TlsConfig, UpstreamConfig, Value, print, rules,
+    ConfigError, ConsistencyScope, DnsConfig, FollowRole, LogFormat, Metrics, ReadFrom,
+    SecurityConfig, SentinelConfig, SubscribeFrom, TlsConfig, UpstreamConfig, Value, print, rules,
 };
 use super::{Consistency, Secret};
 use crate::url::redact_loose;
@@ -185,6 +185,18 @@ settings! {
                 => "client-idle-timeout-s", "NEARBY_CLIENT_IDLE_TIMEOUT_S", "SECONDS",
                 "Close clients idle this long, 0 = never";
         }
+        failover: FailoverConfig, FileFailover {
+            /// How long a write waits for a new primary while a failover is
+            /// under way, before it fails.
+            wait_ms: u64 = 5000, min 0
+                => "failover-wait-ms", "NEARBY_FAILOVER_WAIT_MS", "MS",
+                "How long writes wait for a new primary during a failover";
+            /// Without Sentinel: move writes to the server that says
+            /// `role:master` (after a ROLE check).
+            follow_role: FollowRole = "on"
+                => "follow-role", "NEARBY_FOLLOW_ROLE", "on|off",
+                "Without --sentinel, writes follow the server whose ROLE is master";
+        }
     }
     flags {
         requirepass: Option<Secret> ["security.requirepass"] or "none"
@@ -226,6 +238,19 @@ settings! {
         dns_timeout_ms: Option<u64> ["dns.timeout_ms"] = "2000"
             => "dns-timeout-ms", "NEARBY_DNS_TIMEOUT_MS",
             "Time allowed for one DNS lookup", [value_name = "MS"];
+        sentinels: Vec<String> ["sentinel.addresses"] or "none"
+            => "sentinel", "NEARBY_SENTINELS",
+            "Sentinel as HOST:PORT; repeat, or comma-separate: the primary comes from Sentinel",
+            [value_name = "HOST:PORT", value_delimiter = ','];
+        sentinel_master: Option<String> ["sentinel.master_name"] or "with --sentinel"
+            => "sentinel-master", "NEARBY_SENTINEL_MASTER",
+            "Name of the master the sentinels monitor", [value_name = "NAME"];
+        sentinel_username: Option<String> ["sentinel.username"] or "none"
+            => "sentinel-username", "NEARBY_SENTINEL_USERNAME",
+            "User to AUTH to the sentinels as", [value_name = "USER"];
+        sentinel_password: Option<Secret> ["sentinel.password"] or "none"
+            => "sentinel-password", "NEARBY_SENTINEL_PASSWORD",
+            "Password to AUTH to the sentinels with", [value_name = "SECRET", hide_env_values = true];
     }
     top {
         log_format: LogFormat = "text"

@@ -258,11 +258,11 @@ fn primary_required() {
         Config::from_parts(&ConfigArgs::default(), None, None)
             .unwrap_err()
             .to_string(),
-        "--primary: primary.url: required (--primary, NEARBY_PRIMARY or [primary] url)"
+        "--primary: primary.url: required (--primary, NEARBY_PRIMARY or [primary] url; or --sentinel)"
     );
     assert_eq!(
         file_err("region = \"mad\"\n"),
-        "config/x.toml: primary.url: required (--primary, NEARBY_PRIMARY or [primary] url)"
+        "config/x.toml: primary.url: required (--primary, NEARBY_PRIMARY or [primary] url; or --sentinel)"
     );
 }
 
@@ -897,4 +897,54 @@ fn example_configs_load() {
             "config/{expected} missing"
         );
     }
+}
+
+#[test]
+fn sentinel_from_flags_and_file() {
+    let c = Config::from_parts(
+        &args(&[
+            "--sentinel",
+            "127.0.0.1:26379,s2.internal:26380",
+            "--sentinel-master",
+            "mymaster",
+            "--sentinel-password",
+            "pw",
+        ]),
+        None,
+        None,
+    )
+    .unwrap();
+    let s = c.sentinel.as_ref().expect("sentinel");
+    let addrs: Vec<String> = s.addresses.iter().map(|u| u.host_port()).collect();
+    assert_eq!(addrs, ["127.0.0.1:26379", "s2.internal:26380"]);
+    assert_eq!(s.master_name, "mymaster");
+    assert_eq!(s.password.as_ref().map(|p| p.expose()), Some("pw"));
+    // Without --primary the address waits for the sentinels.
+    assert_eq!(c.primary.url.host_port(), "sentinel-primary.invalid:6379");
+    assert_eq!(c.failover.wait_ms, 5000);
+    let printed = c.to_redacted_toml();
+    assert!(printed.contains("password = \"***\""), "{printed}");
+    assert!(!printed.contains("\"pw\""), "{printed}");
+
+    let file = "[sentinel]\naddresses = [\"10.0.0.1:26379\"]\nmaster_name = \"m\"\n\
+                [primary]\nurl = \"rediss://u:p@placeholder:6380/2\"\n";
+    let c = from_file(&ConfigArgs::default(), file).unwrap();
+    assert_eq!(c.sentinel.as_ref().unwrap().master_name, "m");
+    assert_eq!(c.primary.url.db, 2);
+}
+
+#[test]
+fn sentinel_errors_name_the_key() {
+    assert_eq!(
+        flag_err(&["--sentinel", "127.0.0.1:26379"]),
+        "--sentinel: sentinel.master_name: required with --sentinel (--sentinel-master NAME or [sentinel] master_name)"
+    );
+    assert_eq!(
+        flag_err(&["--sentinel", "redis://x:1", "--sentinel-master", "m"]),
+        "--sentinel: sentinel.addresses[0]: expected HOST:PORT, got 'redis://x:1'"
+    );
+    assert_eq!(
+        flag_err(&["--primary", P, "--sentinel-master", "m"]),
+        "--sentinel-master: sentinel.master_name: set, but no sentinel is (--sentinel HOST:PORT or [sentinel] addresses)"
+    );
 }

@@ -57,6 +57,15 @@ pub enum Metrics {
     Off,
 }
 
+/// Whether writes follow the server that says `role:master` (without
+/// Sentinel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FollowRole {
+    #[default]
+    On,
+    Off,
+}
+
 /// Names for the enums, shared by parsing and printing.
 pub(super) trait Named: Sized + Copy + PartialEq + 'static {
     const CHOICES: &'static [(&'static str, Self)];
@@ -108,6 +117,10 @@ impl Named for SubscribeFrom {
 impl Named for Metrics {
     const CHOICES: &'static [(&'static str, Self)] = &[("on", Metrics::On), ("off", Metrics::Off)];
 }
+impl Named for FollowRole {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("on", FollowRole::On), ("off", FollowRole::Off)];
+}
 impl Named for LogFormat {
     const CHOICES: &'static [(&'static str, Self)] =
         &[("text", LogFormat::Text), ("json", LogFormat::Json)];
@@ -127,7 +140,8 @@ display_named!(
     Consistency,
     ConsistencyScope,
     SubscribeFrom,
-    LogFormat
+    LogFormat,
+    FollowRole
 );
 
 /// The type of a table-driven setting (see `settings.rs`): what its flag,
@@ -203,7 +217,8 @@ value_named!(
     ConsistencyScope,
     SubscribeFrom,
     LogFormat,
-    Metrics
+    Metrics,
+    FollowRole
 );
 
 impl Value for SocketAddr {

@@ -87,6 +87,10 @@ pub fn plan(
 /// Follows every replica entry whose host is a name; never returns while
 /// there is one. Installs the configured resolver first.
 pub async fn run(env: ControlEnv) {
+    if env.config().sentinel.is_some() {
+        // The sentinels name the replicas; entries only label regions.
+        return;
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for (i, r) in env.config().replicas.iter().enumerate() {
         if let Host::Name(name) = &r.url.host {
@@ -194,6 +198,7 @@ fn apply(env: &ControlEnv, resolved: &[(usize, Vec<SocketAddr>)]) {
         Some(Topology {
             primary: topo.primary.clone(),
             replicas,
+            writes: topo.writes.clone(),
         })
     });
     if let Some(change) = change {

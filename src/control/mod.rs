@@ -2,9 +2,11 @@
 //! poller, server facts, DNS discovery and config reload.
 pub mod discovery;
 pub mod facts;
+pub mod failover;
 pub mod offsets;
 pub mod prober;
 pub mod reload;
+pub mod sentinel;
 
 use std::sync::Arc;
 
@@ -28,6 +30,11 @@ pub struct ControlEnv {
 impl ControlEnv {
     pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
         self.config.load()
+    }
+
+    /// The config as an owned handle, to hold across awaits.
+    pub fn config_full(&self) -> Arc<Config> {
+        self.config.load_full()
     }
 
     /// After a topology update (discovery or reload): start watching the

@@ -11,6 +11,7 @@ use super::ControlEnv;
 use crate::conn::connect::UpstreamError;
 use crate::conn::control::Control;
 use crate::model::upstream::{Role, Upstream};
+use crate::route::failover::Claim;
 use crate::route::health::HealthState;
 use crate::route::replication::ReplicationInfo;
 
@@ -65,6 +66,7 @@ pub async fn probe_loop(env: ControlEnv, up: Arc<Upstream>) {
         }
         if let Some(now) = state.observe(ok.is_ok()) {
             up.set_healthy(now);
+            env.topology.failover.recheck.notify_one();
             match &ok {
                 Ok(()) => tracing::info!(upstream = %up, "upstream is up"),
                 Err(e) => tracing::warn!(upstream = %up, error = %e, "upstream is down"),
@@ -141,10 +143,22 @@ pub(super) async fn poll_replication(
     timeout: Duration,
 ) -> Result<(), UpstreamError> {
     let sent = Instant::now();
+    // Writes acknowledged before the request left: the offset it returns
+    // covers them (what a failover may lose is counted from this).
+    let acked = up.metrics.writes.load(std::sync::atomic::Ordering::Relaxed);
     let reply = c.call_ok(up, &[b"INFO", b"replication"], timeout).await?;
     let got = Instant::now();
     let info = ReplicationInfo::parse(&String::from_utf8_lossy(&reply.raw));
     let max_staleness = Duration::from_millis(env.config().routing.max_staleness_ms);
+    let claim = if info.is_master {
+        Claim::Master
+    } else {
+        Claim::Replica
+    };
+    if up.set_claim(claim) != claim {
+        // The primary follower decides what a role change means.
+        env.topology.failover.recheck.notify_one();
+    }
     match up.role {
         Role::Primary => {
             if let Some(o) = info.master_repl_offset {
@@ -152,13 +166,16 @@ pub(super) async fn poll_replication(
                 // Stamped with the send time: the offset covers every write
                 // acknowledged before the request left.
                 env.replication.offsets().record(sent, o);
+                if info.is_master {
+                    env.topology.failover.sample(o, acked);
+                }
             }
             // Logged once per change, not every probe.
             let was_master = up.set_claims_master(info.is_master);
             if !info.is_master && was_master {
-                tracing::warn!(upstream = %up, "the configured primary says it is a replica: writes will be refused");
+                tracing::warn!(upstream = %up, "the primary says it is a replica: writes wait for a new primary");
             } else if info.is_master && !was_master {
-                tracing::info!(upstream = %up, "the configured primary is a primary again");
+                tracing::info!(upstream = %up, "the primary is a primary again");
             }
             // The primary serves reads whatever it says; writes tell.
             up.set_lag(Some(Duration::ZERO), max_staleness);

@@ -74,9 +74,16 @@ pub fn apply(env: &ControlEnv, mut new: Config) -> Summary {
         new.dns.server = old.dns.server;
         new.dns.timeout_ms = old.dns.timeout_ms;
     }
+    // Upstreams as configured: a failover may have moved the primary since,
+    // and the same entries again must not move it back.
+    let same_upstreams = new.primary == old.primary && new.replicas == old.replicas;
     drop(old);
     let mut summary = Summary::default();
     let new = Arc::new(new);
+    if same_upstreams {
+        env.config.store(new);
+        return summary;
+    }
     let change = env.topology.update(|topo| {
         let primary =
             if topo.primary.url == new.primary.url && topo.primary.region == new.primary.region {
@@ -121,6 +128,11 @@ pub fn apply(env: &ControlEnv, mut new: Config) -> Summary {
         // The config first: probers of new upstreams read it.
         env.config.store(new.clone());
         Some(Topology {
+            writes: if summary.primary_changed {
+                crate::model::topology::Writes::Open
+            } else {
+                topo.writes.clone()
+            },
             primary,
             replicas: replicas.into_iter().map(|(_, u)| u).collect(),
         })

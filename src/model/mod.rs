@@ -3,6 +3,7 @@
 //! count. No I/O and no tasks.
 pub mod clients;
 pub mod facts;
+pub mod failover;
 pub mod replication;
 pub mod topology;
 pub mod upstream;

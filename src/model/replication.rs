@@ -24,6 +24,8 @@ pub struct Replication {
     demand_ms: AtomicU64,
     /// Wakes the fast offset pollers.
     pub wakeup: Notify,
+    generation: AtomicU64,
+    rebase_to: AtomicU64,
 }
 
 impl Default for Replication {
@@ -34,6 +36,8 @@ impl Default for Replication {
             epoch: Instant::now(),
             demand_ms: AtomicU64::new(0),
             wakeup: Notify::new(),
+            generation: AtomicU64::new(0),
+            rebase_to: AtomicU64::new(0),
         }
     }
 }
@@ -46,6 +50,25 @@ impl Replication {
 
     pub fn tracker(&self) -> MutexGuard<'_, Tracker> {
         self.tracker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new primary: its history starts at `offset`, and bars set in the
+    /// old one are clamped to it (what survived the switch is at most
+    /// that), so no read waits for an offset the new history may never
+    /// reach.
+    pub fn reset_history(&self, offset: u64) {
+        *self.offsets() = OffsetHistory::new();
+        self.tracker().rebase(offset);
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        self.rebase_to.store(offset, Ordering::Relaxed);
+    }
+
+    /// Bumped by each primary change; trackers rebase when theirs is older.
+    pub fn generation(&self) -> (u64, u64) {
+        (
+            self.generation.load(Ordering::Relaxed),
+            self.rebase_to.load(Ordering::Relaxed),
+        )
     }
 
     /// A read is waiting for fresher offsets: poll fast for a while.

@@ -17,8 +17,23 @@ use crate::url::{Host, RedisUrl};
 pub use super::upstream::{Role, Upstream};
 
 pub struct Topology {
+    /// Where writes go (when `writes` is open), and the last primary known
+    /// while a failover holds them.
     pub primary: Arc<Upstream>,
     pub replicas: Vec<Arc<Upstream>>,
+    pub writes: Writes,
+}
+
+/// Whether writes may go to `primary` now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Writes {
+    Open,
+    /// A failover is under way (the primary stepped down, or the sentinels
+    /// see it down): writes wait for the new primary.
+    Waiting,
+    /// More than one server says master: writes are refused, with this
+    /// text, until one steps down.
+    Conflict(Arc<str>),
 }
 
 impl Topology {
@@ -111,6 +126,8 @@ impl Change {
 /// constructor of upstreams (ids are unique for the life of the process).
 pub struct TopologyCell {
     snapshot: ArcSwap<Topology>,
+    /// Primary changes: their source, history and what they put at risk.
+    pub failover: super::failover::Failover,
     writer: Mutex<()>,
     next_id: AtomicUsize,
 }
@@ -130,9 +147,11 @@ impl TopologyCell {
                     literal_addr(&config.primary.url),
                 )),
                 replicas: Vec::new(),
+                writes: initial_writes(config),
             }),
             writer: Mutex::new(()),
             next_id: AtomicUsize::new(1),
+            failover: Default::default(),
         };
         let replicas = config
             .replicas
@@ -141,8 +160,11 @@ impl TopologyCell {
             .map(|(i, r)| cell.new_upstream(i + 1, Role::Replica, &r.region, &r.url, None))
             .collect();
         let primary = cell.load().primary.clone();
-        cell.snapshot
-            .store(Arc::new(Topology { primary, replicas }));
+        cell.snapshot.store(Arc::new(Topology {
+            primary,
+            replicas,
+            writes: initial_writes(config),
+        }));
         cell
     }
 
@@ -188,6 +210,15 @@ impl TopologyCell {
     }
 }
 
+/// With Sentinel, writes wait until the sentinels name the primary.
+fn initial_writes(config: &Config) -> Writes {
+    if config.sentinel.is_some() {
+        Writes::Waiting
+    } else {
+        Writes::Open
+    }
+}
+
 fn literal_addr(url: &RedisUrl) -> Option<SocketAddr> {
     match url.host {
         Host::Ip(ip) => Some(SocketAddr::new(ip, url.port)),
@@ -208,6 +239,7 @@ mod tests {
         let t = Topology {
             primary: up(0, Role::Primary, 7000),
             replicas: vec![up(1, Role::Replica, 7001)],
+            writes: Writes::Open,
         };
         let now = Instant::now();
         t.primary.observe_probe(Duration::from_millis(50), now);
@@ -245,6 +277,7 @@ mod tests {
                 Some(Topology {
                     primary: t.primary.clone(),
                     replicas: vec![cell.new_upstream(1, Role::Replica, "x", &url, None)],
+                    writes: Writes::Open,
                 })
             })
             .expect("changed");

@@ -5,12 +5,13 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::metrics::UpstreamMetrics;
+use crate::route::failover::Claim;
 use crate::route::latency::Latency;
 use crate::route::select::{Candidate, Unusable};
 
@@ -51,6 +52,11 @@ pub struct Upstream {
     ever_up: AtomicBool,
     /// Set when discovery removed this upstream from the topology.
     retired: AtomicBool,
+    /// Wakes the dedicated connections to this upstream when it is retired
+    /// (a failover changed its role): they close, as Redis closes them.
+    retired_wake: tokio::sync::Notify,
+    /// What its last `INFO replication` said it is (`Claim` as u8).
+    claim: AtomicU8,
     /// Requests sent and not yet answered, for least-outstanding selection.
     outstanding: AtomicUsize,
     /// Commands Redis may hold for long (scripts, DEBUG, KEYS ...) sent and
@@ -123,6 +129,8 @@ impl Upstream {
             // Optimistic until the first probe or connection says otherwise.
             healthy: AtomicBool::new(true),
             retired: AtomicBool::new(false),
+            retired_wake: tokio::sync::Notify::new(),
+            claim: AtomicU8::new(Claim::Unknown.as_u8()),
             ever_up: AtomicBool::new(false),
             role_ok: AtomicBool::new(true),
             claims_master: AtomicBool::new(true),
@@ -161,6 +169,54 @@ impl Upstream {
     /// lets go of its pipes separately).
     pub fn retire(&self) {
         self.retired.store(true, Ordering::Relaxed);
+        self.retired_wake.notify_waiters();
+    }
+
+    /// Completes once this upstream is retired.
+    pub async fn retired(&self) {
+        let wake = self.retired_wake.notified();
+        tokio::pin!(wake);
+        // Registered before the flag is read: a retire in between wakes it.
+        wake.as_mut().enable();
+        if self.is_retired() {
+            return;
+        }
+        wake.await;
+    }
+
+    /// Records what the upstream said it is; returns what it said before.
+    pub fn set_claim(&self, claim: Claim) -> Claim {
+        Claim::from_u8(self.claim.swap(claim.as_u8(), Ordering::Relaxed))
+    }
+
+    pub fn claim(&self) -> Claim {
+        Claim::from_u8(self.claim.load(Ordering::Relaxed))
+    }
+
+    /// Takes over what was measured of the same server under its old role
+    /// (after a failover): latency, health, claim; so routing does not
+    /// start from nothing.
+    pub fn inherit(&self, from: &Upstream) {
+        let l = from
+            .latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        *self.latency.lock().unwrap_or_else(|p| p.into_inner()) = l;
+        self.cost_bits
+            .store(from.cost_bits.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.healthy.store(from.is_healthy(), Ordering::Relaxed);
+        self.ever_up
+            .store(from.ever_up.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.claim.store(from.claim().as_u8(), Ordering::Relaxed);
+        // A replica that still says master serves no reads until it steps
+        // down (its prober keeps this current from then on).
+        self.role_ok.store(
+            self.role == Role::Primary || from.claim() != Claim::Master,
+            Ordering::Relaxed,
+        );
+        self.heard_us.store(0, Ordering::Relaxed);
+        self.set_repl_offset(from.repl_offset());
     }
 
     pub fn mark_probed_ok(&self) {

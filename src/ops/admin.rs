@@ -20,8 +20,8 @@ use crate::config::Config;
 use crate::metrics::Global;
 use crate::model::SharedConfig;
 use crate::model::clients::Clients;
-use crate::model::topology::TopologyCell;
 use crate::model::topology::Upstream;
+use crate::model::topology::{Topology, TopologyCell, Writes};
 
 /// What `/status` reports and `nearby status` prints.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -35,6 +35,30 @@ pub struct Status {
     pub clients: usize,
     pub commands_today: u64,
     pub free_commands_per_day: u64,
+    pub primary: PrimaryStatus,
+}
+
+/// Where the primary comes from and how it last changed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PrimaryStatus {
+    pub address: String,
+    /// `config` (fixed, following ROLE) or `sentinel`.
+    pub source: String,
+    /// `open`, `waiting` (a failover holds them) or `refused` (two masters).
+    pub writes: String,
+    /// The sentinels' config epoch (0 without Sentinel).
+    pub epoch: u64,
+    pub changes: u64,
+    pub last_switch: Option<SwitchStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SwitchStatus {
+    pub at_unix_ms: u64,
+    pub from: String,
+    pub to: String,
+    pub source: String,
+    pub writes_at_risk: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -175,6 +199,30 @@ pub fn status(env: &AdminEnv, history: &ReadHistory) -> Status {
         clients: env.clients.open(),
         commands_today: env.metrics.usage.today(),
         free_commands_per_day: env.metrics.usage.free_per_day(),
+        primary: primary_status(env, &topo),
+    }
+}
+
+fn primary_status(env: &AdminEnv, topo: &Topology) -> PrimaryStatus {
+    let f = &env.topology.failover;
+    PrimaryStatus {
+        address: topo.primary.label.clone(),
+        source: f.source().to_string(),
+        writes: match topo.writes {
+            Writes::Open => "open",
+            Writes::Waiting => "waiting",
+            Writes::Conflict(_) => "refused",
+        }
+        .to_string(),
+        epoch: f.epoch(),
+        changes: f.changes(),
+        last_switch: f.last().map(|s| SwitchStatus {
+            at_unix_ms: s.at_unix_ms,
+            from: s.from,
+            to: s.to,
+            source: s.source.to_string(),
+            writes_at_risk: s.writes_at_risk,
+        }),
     }
 }
 

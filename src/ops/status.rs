@@ -70,6 +70,38 @@ pub fn render(s: &Status) -> String {
         "reads go to: {} {} {}{}   ready: {}",
         s.reads_go_to.region, s.reads_go_to.role, s.reads_go_to.upstream, why, s.ready
     );
+    let p = &s.primary;
+    let epoch = if p.source == "sentinel" {
+        format!(" (epoch {})", p.epoch)
+    } else {
+        String::new()
+    };
+    let last = p.last_switch.as_ref().map_or_else(
+        || "never".to_string(),
+        |l| {
+            let ago = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+                .saturating_sub(l.at_unix_ms);
+            format!(
+                "{} -> {} by {}, {:.0} s ago{}",
+                l.from,
+                l.to,
+                l.source,
+                ago as f64 / 1000.0,
+                if l.writes_at_risk > 0 {
+                    format!(", {} writes at risk", l.writes_at_risk)
+                } else {
+                    String::new()
+                }
+            )
+        },
+    );
+    let _ = writeln!(
+        out,
+        "primary: {} from {}{}   writes: {}   last switch: {}",
+        p.address, p.source, epoch, p.writes, last
+    );
     let _ = writeln!(
         out,
         "clients: {}   commands today: {} of {} free\n",

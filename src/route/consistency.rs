@@ -51,6 +51,14 @@ impl Tracker {
         self.newest_ack = Some(self.newest_ack.map_or(at, |n| n.max(at)));
     }
 
+    /// The primary changed; the new history holds at most `offset` of the
+    /// old one. A bar above it is lowered to it: waiting for more would
+    /// wait for writes that did not survive (the switch reported them).
+    /// Acknowledgements not yet resolved resolve against the new history.
+    pub fn rebase(&mut self, offset: u64) {
+        self.min_offset = self.min_offset.min(offset);
+    }
+
     /// A replica at `offset` (as last probed) served a read.
     pub fn served_by_replica(&mut self, offset: u64) {
         self.min_offset = self.min_offset.max(offset);
@@ -120,6 +128,25 @@ mod tests {
         assert_eq!(t.need(&h), Need::Primary);
         h.record(t0 + ms(13), 1300);
         assert_eq!(t.need(&h), Need::Offset(1300));
+    }
+
+    #[test]
+    fn a_failover_lowers_bars_the_new_history_cannot_reach() {
+        let t0 = Instant::now();
+        let mut h = OffsetHistory::new();
+        h.record(t0, 500);
+        let mut t = Tracker::new();
+        t.served_by_replica(900);
+        t.rebase(700);
+        assert_eq!(t.need(&h), Need::Offset(700));
+        t.rebase(800);
+        assert_eq!(t.need(&h), Need::Offset(700));
+        // An acknowledgement still open resolves in the new history.
+        t.acknowledged(t0 + Duration::from_millis(5));
+        let mut fresh = OffsetHistory::new();
+        assert_eq!(t.need(&fresh), Need::Primary);
+        fresh.record(t0 + Duration::from_millis(6), 650);
+        assert_eq!(t.need(&fresh), Need::Offset(700));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! sockets, no tasks; every time-dependent function takes `now`.
 pub mod command;
 pub mod consistency;
+pub mod failover;
 pub mod health;
 pub mod latency;
 pub mod replication;
 pub mod select;
+pub mod sentinel;

@@ -90,6 +90,14 @@ pub struct ReplicationInfo {
     pub link_up: bool,
     /// `master_link_down_since_seconds` when the link is down.
     pub link_down_for: Option<Duration>,
+    /// The replication history this server is on, the one before it, and
+    /// where that earlier one ends (+1): PSYNC2's bookkeeping, which says
+    /// what a promoted replica kept of its old primary's history.
+    pub master_replid: Option<String>,
+    pub master_replid2: Option<String>,
+    pub second_repl_offset: Option<u64>,
+    /// A replica's primary, `master_host:master_port`.
+    pub master_addr: Option<(String, u16)>,
 }
 
 impl ReplicationInfo {
@@ -104,6 +112,18 @@ impl ReplicationInfo {
                 "master_repl_offset" => info.master_repl_offset = v.parse().ok(),
                 "slave_repl_offset" => info.slave_repl_offset = v.parse().ok(),
                 "master_link_status" => info.link_up = v == "up",
+                "master_replid" => info.master_replid = Some(v.to_string()),
+                "master_replid2" => info.master_replid2 = Some(v.to_string()),
+                // -1 when there is no earlier history.
+                "second_repl_offset" => info.second_repl_offset = v.parse().ok(),
+                "master_host" => {
+                    let port = info.master_addr.as_ref().map_or(0, |a| a.1);
+                    info.master_addr = Some((v.to_string(), port));
+                }
+                "master_port" => {
+                    let host = info.master_addr.take().map(|a| a.0).unwrap_or_default();
+                    info.master_addr = Some((host, v.parse().unwrap_or(0)));
+                }
                 "master_link_down_since_seconds" => {
                     info.link_down_for = v
                         .parse::<i64>()
@@ -178,7 +198,7 @@ mod tests {
 
     #[test]
     fn parses_info_replication() {
-        let replica = "# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\nmaster_link_status:down\r\nmaster_link_down_since_seconds:12\r\nslave_repl_offset:3456\r\nmaster_repl_offset:3456\r\n";
+        let replica = "# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\nmaster_port:6380\r\nmaster_link_status:down\r\nmaster_link_down_since_seconds:12\r\nslave_repl_offset:3456\r\nmaster_repl_offset:3456\r\n";
         let r = ReplicationInfo::parse(replica);
         assert_eq!(
             r,
@@ -188,12 +208,21 @@ mod tests {
                 slave_repl_offset: Some(3456),
                 link_up: false,
                 link_down_for: Some(Duration::from_secs(12)),
+                master_addr: Some(("127.0.0.1".into(), 6380)),
+                ..ReplicationInfo::default()
             }
         );
-        let primary = "role:master\r\nconnected_slaves:1\r\nmaster_repl_offset:99\r\n";
+        let primary = "role:master\r\nconnected_slaves:1\r\nmaster_replid:abc\r\nmaster_replid2:def\r\nmaster_repl_offset:99\r\nsecond_repl_offset:42\r\n";
         let p = ReplicationInfo::parse(primary);
         assert!(p.is_master);
         assert_eq!(p.master_repl_offset, Some(99));
+        assert_eq!(
+            (p.master_replid.as_deref(), p.master_replid2.as_deref()),
+            (Some("abc"), Some("def"))
+        );
+        assert_eq!(p.second_repl_offset, Some(42));
+        let fresh = ReplicationInfo::parse("role:master\r\nsecond_repl_offset:-1\r\n");
+        assert_eq!(fresh.second_repl_offset, None);
         assert_eq!(p.slave_repl_offset, None);
     }
 }

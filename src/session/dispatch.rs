@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::auth::{allowed_unauthenticated, auth_args, parse_hello};
 use super::local::parse_select;
-use super::retry::Tried;
+use super::retry::{Retry, Tried};
 use super::slots::{Hook, Track};
 use super::{Cur, Session};
 use crate::config::SubscribeFrom;
@@ -28,6 +28,10 @@ impl Session {
         if cmd.argc() == 0 {
             return;
         }
+        // Behind commands held for a new primary: held too, in order.
+        let Some(cmd) = self.park_behind(cmd) else {
+            return;
+        };
         let c = command::classify_full(&self.env.facts.commands(), &cmd);
         let route = c.route;
         let cur = Cur {
@@ -243,11 +247,21 @@ impl Session {
     }
 
     /// On the primary's shared pipe for (db, proto).
+    /// Held instead while a failover holds writes (`park`).
     fn send_primary_pipe(&mut self, cur: Cur, cmd: Command, db: u32, proto: Proto, slow: bool) {
+        let cmd = match self.write_gate(cmd) {
+            Ok(cmd) => cmd,
+            Err(None) => return,
+            Err(Some(reply)) => return self.push_done(cur, reply),
+        };
         let up = self.env.topology.load().primary.clone();
         let pipe = self.pipe_at(&up, db, proto);
         let seq = self.new_slot(cur, false, Hook::None);
-        self.send_pipe(pipe, seq, cmd.into_raw(), cur.kind, slow);
+        let data = cmd.raw().clone();
+        if let Some(slot) = self.slots.get_mut(seq) {
+            slot.retry = Some(Retry::write(cmd, up, cur.kind));
+        }
+        self.send_pipe(pipe, seq, data, cur.kind, slow);
     }
 
     /// Sends on this session's cached pipe number `pipe` (see `pipe_for`).

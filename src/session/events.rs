@@ -22,7 +22,7 @@ impl Session {
         match ev {
             Event::Reply { seq, data } => {
                 if let Some(refusal) = Refusal::of(&data)
-                    && self.try_reroute(seq, refusal)
+                    && self.try_reroute(seq, refusal, &data)
                 {
                     return;
                 }

@@ -18,6 +18,7 @@ mod auth;
 mod dispatch;
 mod events;
 mod local;
+mod park;
 mod retry;
 mod slots;
 mod state;
@@ -132,6 +133,10 @@ struct Session {
     ryw: bool,
     writes_in_flight: usize,
     tracker: Tracker,
+    /// The replication generation `tracker` was last rebased to.
+    ryw_generation: u64,
+    /// Commands held while writes wait for a new primary.
+    park: park::Park,
 }
 
 impl Session {
@@ -161,6 +166,8 @@ impl Session {
             ryw,
             writes_in_flight: 0,
             tracker: Tracker::new(),
+            ryw_generation: 0,
+            park: park::Park::default(),
         }
     }
 
@@ -198,8 +205,8 @@ impl Session {
             };
             // Past the output limit, stop reading requests (Redis's
             // client-output-buffer-limit, pausing instead of disconnecting).
-            let room =
-                self.slots.len() < max_inflight && out.len() + self.slots.held_bytes() < max_output;
+            let room = self.slots.len() + self.park.len() < max_inflight
+                && out.len() + self.slots.held_bytes() < max_output;
             let can_read = !eof && !self.closing && room;
             if can_read && inbuf.capacity() - inbuf.len() < CLIENT_BUF / 4 {
                 inbuf.reserve(inbuf.len().max(CLIENT_BUF));
@@ -243,19 +250,22 @@ impl Session {
                     tracing::debug!(client = self.id, "idle timeout");
                     break;
                 }
+                _ = tokio::time::sleep(park::POLL), if !self.park.is_empty() => {
+                    self.release_parked();
+                }
             }
             // Commands left in the buffer when a limit stopped framing:
             // take them once there is room.
             if !self.closing
                 && !inbuf.is_empty()
-                && self.slots.len() < max_inflight
+                && self.slots.len() + self.park.len() < max_inflight
                 && out.len() + self.slots.held_bytes() < max_output
             {
                 framer.set_unauthenticated(!self.client.authed);
                 self.take_commands(&mut framer, &mut inbuf, max_inflight, max_output, out.len());
             }
             self.slots.flush(&mut out);
-            if (self.closing || eof) && self.slots.is_empty() {
+            if (self.closing || eof) && self.slots.is_empty() && self.park.is_empty() {
                 // Write what is left, then close.
                 if !out.is_empty() {
                     let _ = wr.write_all(&out).await;
@@ -325,7 +335,7 @@ impl Session {
     ) {
         let mut n = 0;
         while !self.closing
-            && self.slots.len() < max_inflight
+            && self.slots.len() + self.park.len() < max_inflight
             && out_len + self.slots.held_bytes() < max_output
         {
             match framer.next(inbuf) {

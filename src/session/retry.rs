@@ -10,7 +10,9 @@ use tokio::time::Instant;
 use super::Session;
 use super::slots::Track;
 use crate::config::{ConsistencyScope, ReadFrom};
-use crate::model::topology::{Role, Upstream};
+use bytes::Bytes;
+
+use crate::model::topology::{Role, Upstream, Writes};
 use crate::proto::Command;
 use crate::proto::refusal::Refusal;
 use crate::route::command::{self, Kind};
@@ -20,6 +22,21 @@ pub(super) struct Retry {
     cmd: Command,
     tried: Tried,
     upstream: Arc<Upstream>,
+    /// Sent to the primary's shared pipe as a write (or another command
+    /// for the primary): only a refusal proving it did not run sends it
+    /// again, to a new primary (`park`).
+    write: Option<Kind>,
+}
+
+impl Retry {
+    pub(super) fn write(cmd: Command, upstream: Arc<Upstream>, kind: Kind) -> Retry {
+        Retry {
+            cmd,
+            tried: Tried::default(),
+            upstream,
+            write: Some(kind),
+        }
+    }
 }
 
 /// Upstream ids a read was sent to (at most three: the first choice, one
@@ -70,6 +87,7 @@ impl Session {
                 cmd,
                 tried,
                 upstream: up,
+                write: None,
             });
         }
         self.send_pipe(pipe, seq, data, kind, slow);
@@ -78,13 +96,27 @@ impl Session {
     /// A replica refused a read it cannot serve: READONLY (the command is a
     /// write after all: learn it), NOSCRIPT (scripts are not replicated),
     /// LOADING, MASTERDOWN. The primary would have answered: ask it.
-    pub(super) fn try_reroute(&mut self, seq: u64, refusal: Refusal) -> bool {
+    pub(super) fn try_reroute(&mut self, seq: u64, refusal: Refusal, reply: &Bytes) -> bool {
         let Some(slot) = self.slots.get_mut(seq) else {
             return false;
         };
         let Some(retry) = slot.retry.take() else {
             return false;
         };
+        if let Some(kind) = retry.write {
+            // The primary refused a write without running it: READONLY
+            // says it stepped down; LOADING and MASTERDOWN count only
+            // while a failover is already under way.
+            let stepped_down = refusal == Refusal::ReadOnly
+                || (matches!(refusal, Refusal::Loading | Refusal::MasterDown)
+                    && self.env.topology.load().writes != Writes::Open);
+            if !stepped_down {
+                return false;
+            }
+            let not = retry.upstream.id;
+            self.park_refused(seq, retry.cmd, kind, reply.clone(), not);
+            return true;
+        }
         if retry.upstream.role != Role::Replica {
             return false;
         }
@@ -165,6 +197,14 @@ impl Session {
             return Need::Primary;
         }
         let env = self.env.clone();
+        let (generation, rebase_to) = env.replication.generation();
+        if generation != self.ryw_generation {
+            // A failover since this session's last read: its bar was set
+            // in the old history (the sidecar-wide tracker is rebased by
+            // the switch itself).
+            self.ryw_generation = generation;
+            self.tracker.rebase(rebase_to);
+        }
         let offsets = env.replication.offsets();
         self.with_tracker(|t| t.need(&offsets))
     }

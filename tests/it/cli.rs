@@ -475,14 +475,14 @@ fn missing_primary() {
     assert_eq!(
         config_error(&[], &[]),
         format!(
-            "{ERR}--primary: primary.url: required (--primary, NEARBY_PRIMARY or [primary] url)"
+            "{ERR}--primary: primary.url: required (--primary, NEARBY_PRIMARY or [primary] url; or --sentinel)"
         )
     );
     let file = TempConfig::new("region = \"mad\"\n");
     assert_eq!(
         config_error(&["--config", file.path()], &[]),
         format!(
-            "{ERR}{}: primary.url: required (--primary, NEARBY_PRIMARY or [primary] url)",
+            "{ERR}{}: primary.url: required (--primary, NEARBY_PRIMARY or [primary] url; or --sentinel)",
             path_str(&file.path)
         )
     );
@@ -663,7 +663,7 @@ fn run_with_invalid_config_exits_2_before_binding() {
             vec!["--listen", &listen_addr, "--admin", &admin_addr],
             vec![],
             format!(
-                "{ERR}--primary: primary.url: required (--primary, NEARBY_PRIMARY or [primary] url)"
+                "{ERR}--primary: primary.url: required (--primary, NEARBY_PRIMARY or [primary] url; or --sentinel)"
             ),
         ),
         (

@@ -208,6 +208,11 @@ async fn serve(
                 }
                 out.clear();
             }
+            // A failover changed this server's role: the state built here
+            // (subscriptions, MULTI, a blocked call) belongs elsewhere now.
+            () = up.retired() => {
+                return Err((UpstreamError::Lost("its role changed (failover)".into()), m.pending));
+            }
             // As on shared pipes: only an upstream silent everywhere fails.
             _ = sleep_until_opt(deadline) => {
                 let now = Instant::now();
