@@ -24,6 +24,11 @@ struct Tally {
     read_errors: Vec<String>,
     /// When each write error happened, since the start.
     error_at: Vec<Duration>,
+    /// The longest a write took to be answered.
+    slowest_write: Duration,
+    /// Reads that returned less than the client's own last write (checked
+    /// only with `Load::start_checking`).
+    stale_reads: Vec<(u64, String)>,
 }
 
 /// 20 clients, each INCRing `ctr:<n>` and reading it back, until stopped.
@@ -37,6 +42,15 @@ const CLIENTS: usize = 20;
 
 impl Load {
     fn start(port: u16) -> Load {
+        Load::start_with(port, false)
+    }
+
+    /// Also counts reads that do not show the client's own last write.
+    fn start_checking(port: u16) -> Load {
+        Load::start_with(port, true)
+    }
+
+    fn start_with(port: u16, check_fresh: bool) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
         let threads = (0..CLIENTS)
@@ -49,7 +63,9 @@ impl Load {
                     // Bounded: 60 s of work at most, whatever happens.
                     let deadline = Instant::now() + Duration::from_secs(60);
                     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        let sent = Instant::now();
                         let r = c.cmd(&["INCR", &key]);
+                        t.slowest_write = t.slowest_write.max(sent.elapsed());
                         let text = String::from_utf8_lossy(&r).into_owned();
                         let int = text
                             .strip_prefix(':')
@@ -67,6 +83,16 @@ impl Load {
                         let r = c.cmd(&["GET", &key]);
                         if r.first() != Some(&b'$') {
                             t.read_errors.push(String::from_utf8_lossy(&r).into_owned());
+                        } else if check_fresh {
+                            let text = String::from_utf8_lossy(&r).into_owned();
+                            let seen: u64 = text
+                                .lines()
+                                .nth(1)
+                                .and_then(|l| l.parse().ok())
+                                .unwrap_or(0);
+                            if seen < t.last {
+                                t.stale_reads.push((t.last, text));
+                            }
                         }
                         thread::sleep(Duration::from_millis(2));
                     }
@@ -132,6 +158,17 @@ fn redis_failover_to_a_replica_loses_nothing_and_no_client_sees_an_error() {
     nearby
         .expect_log("WARN", "the primary changed")
         .expect_log("WARN", "the primary says it is a replica");
+    // A subscriber and a blocked client on the old primary: their state
+    // belongs to a replica now, so their connections close (as Redis's own
+    // role change does), and their libraries reconnect.
+    let mut sub = RawConn::connect(nearby.port);
+    sub.send_cmd(&["SUBSCRIBE", "news"]);
+    assert_eq!(
+        sub.read_reply(),
+        b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n"
+    );
+    let mut blocked = RawConn::connect(nearby.port);
+    blocked.send_cmd(&["BLPOP", "nothing", "0"]);
     let load = Load::start(nearby.port);
     thread::sleep(Duration::from_millis(500));
     let target = &cluster.replicas[0];
@@ -157,6 +194,16 @@ fn redis_failover_to_a_replica_loses_nothing_and_no_client_sees_an_error() {
     thread::sleep(Duration::from_millis(500));
     let tallies = load.finish();
     assert!(took < Duration::from_secs(1), "writes moved after {took:?}");
+    assert!(sub.is_closed(), "the subscriber's connection stayed open");
+    // Unblocked with an error: Redis's own, when it demoted itself before
+    // the sidecar closed the connection; the sidecar's otherwise.
+    let reply = String::from_utf8(blocked.read_reply()).unwrap();
+    assert!(
+        reply.starts_with(
+            "-UNBLOCKED force unblock from blocking operation, instance state changed"
+        ) || (reply.starts_with("-ERR nearby: ") && reply.contains("its role changed (failover)")),
+        "the blocked client got {reply:?}"
+    );
     let writes: u64 = tallies.iter().map(|t| t.acked).sum();
     assert!(writes > 200, "the load barely ran: {writes} writes");
     for (n, t) in tallies.iter().enumerate() {
@@ -280,6 +327,102 @@ fn two_masters_refuse_writes_naming_both() {
     });
     assert!(resumed, "writes did not resume once one stepped down");
     assert_eq!(cluster.primary.query(&["GET", "k"]), b"$1\r\n3\r\n");
+}
+
+#[test]
+fn read_your_writes_holds_across_a_failover() {
+    // A replica whose link is 300 ms each way: a read there right after a
+    // write would be stale, so read-your-writes must keep such reads off
+    // it before, during and after the switch.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let primary = RedisServer::start();
+    let near = RedisServer::replica_of(primary.port);
+    let any = "127.0.0.1:0".parse().unwrap();
+    let link = rt
+        .block_on(nearby::lab::relay::Relay::start(
+            any,
+            primary.addr(),
+            Duration::from_millis(600),
+        ))
+        .unwrap();
+    let slow = RedisServer::start_with(&[
+        "--replicaof",
+        "127.0.0.1",
+        &link.local_addr().port().to_string(),
+    ]);
+    for r in [&near, &slow] {
+        let linked = wait_until(Duration::from_secs(20), || {
+            r.info("replication")
+                .get("master_link_status")
+                .map(String::as_str)
+                == Some("up")
+        });
+        assert!(linked, "replica {} did not link", r.port);
+    }
+    let nearby = Nearby::start(&[
+        "--primary",
+        &primary.url(),
+        "--replica",
+        &format!("near={}", near.url()),
+        "--replica",
+        &format!("slow={}", slow.url()),
+        "--consistency",
+        "read-your-writes",
+        "--latency-window-ms",
+        "50",
+        "--probe-interval-ms",
+        "200",
+    ]);
+    nearby.wait_measured(Duration::from_secs(5));
+    nearby
+        .expect_log("WARN", "the primary changed")
+        .expect_log("WARN", "the primary says it is a replica");
+    let load = Load::start_checking(nearby.port);
+    thread::sleep(Duration::from_millis(700));
+    let reply = primary.cli(&[
+        "FAILOVER",
+        "TO",
+        "127.0.0.1",
+        &near.port.to_string(),
+        "TIMEOUT",
+        "5000",
+    ]);
+    assert_eq!(reply, "OK");
+    let moved = wait_until(Duration::from_secs(5), || {
+        status_primary(&nearby) == format!("127.0.0.1:{}", near.port)
+    });
+    assert!(moved, "writes did not follow FAILOVER");
+    thread::sleep(Duration::from_millis(1000));
+    let tallies = load.finish();
+    let reads: u64 = tallies.iter().map(|t| t.acked).sum();
+    assert!(reads > 200, "the load barely ran: {reads}");
+    for (n, t) in tallies.iter().enumerate() {
+        assert!(
+            t.write_errors.is_empty(),
+            "client {n}: {:?}",
+            t.write_errors
+        );
+        assert!(t.read_errors.is_empty(), "client {n}: {:?}", t.read_errors);
+        assert!(
+            t.stale_reads.is_empty(),
+            "client {n} read behind its own writes: {:?}",
+            t.stale_reads
+        );
+    }
+    // The slow replica was in the read pool all along: a client with no
+    // writes of its own reads there too. Only the bars kept the writers'
+    // reads off it.
+    slow.reset_stats();
+    let mut reader = RawConn::connect(nearby.port);
+    for _ in 0..50 {
+        assert_eq!(reader.cmd(&["GET", "untouched"]), b"$-1\r\n");
+    }
+    assert!(slow.calls("get") > 0, "the lagging replica served no read");
+    drop(link);
 }
 
 // ---------------------------------------------------------------------------
@@ -434,6 +577,15 @@ fn sentinel_primary_killed_writes_fail_clearly_reads_never_and_the_old_one_gets_
     }
     let tallies = load.finish();
     let outage = killed.elapsed();
+    for (n, t) in tallies.iter().enumerate() {
+        // A write waits for a primary at most --failover-wait-ms (1500),
+        // plus a connect timeout (300) to the dead one.
+        assert!(
+            t.slowest_write < Duration::from_millis(2500),
+            "client {n}: a write hung for {:?}",
+            t.slowest_write
+        );
+    }
     for (n, t) in tallies.iter().enumerate() {
         assert!(
             t.read_errors.is_empty(),
