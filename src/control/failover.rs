@@ -18,7 +18,7 @@ use crate::model::topology::{Role, Topology, TopologyCell, Upstream, Writes};
 use crate::proto::reply::decode_resp2;
 use crate::route::failover::{self, Claim, Election, Server};
 use crate::route::replication::ReplicationInfo;
-use crate::url::RedisUrl;
+use crate::url::{Host, RedisUrl};
 
 /// How often to look again while writes wait for a primary.
 const WAITING_TICK: Duration = Duration::from_millis(100);
@@ -220,9 +220,20 @@ pub async fn follow_roles(env: ControlEnv) {
             continue;
         }
         let topo = env.topology.load_full();
+        let refused = env.topology.failover.take_refused();
         if woken || waiting {
             // A refused write (or a wait): ask now, not at the next probe.
             refresh_claims(&env, &topo, timeout, waiting).await;
+        }
+        if (refused || topo.writes == Writes::Waiting)
+            && matches!(topo.primary.url.host, Host::Name(_))
+            && topo.primary.claim() == Claim::Master
+        {
+            // Refused as READONLY, yet a fresh connection to the name finds
+            // a master: the name moved (a managed promotion). The open
+            // connections still reach the old server; start over by name.
+            renew_primary(&env, &topo);
+            continue;
         }
         match failover::elect(topo.primary.id, &servers(&topo)) {
             Election::Keep => {
@@ -284,6 +295,26 @@ pub async fn follow_roles(env: ControlEnv) {
             }
         }
     }
+}
+
+/// A new upstream for the primary's name, so that every connection to it
+/// is made afresh (the old one retires, its pipes with it).
+fn renew_primary(env: &ControlEnv, topo: &Arc<Topology>) {
+    let old = &topo.primary;
+    switch(env, "dns", &ReplicationInfo::default(), |t| {
+        if !Arc::ptr_eq(t, topo) {
+            return None;
+        }
+        let fresh =
+            env.topology
+                .new_upstream(old.entry(), Role::Primary, &old.region, &old.url, None);
+        fresh.inherit(old);
+        Some(Topology {
+            primary: fresh,
+            replicas: t.replicas.clone(),
+            writes: Writes::Open,
+        })
+    });
 }
 
 /// The servers of `topo`, once each (a name discovery also resolved to the

@@ -40,6 +40,8 @@ pub struct Failover {
     /// Wakes the primary follower: a write was refused as READONLY, or a
     /// server's claimed role changed.
     pub recheck: Notify,
+    /// A write was refused as READONLY since the follower last looked.
+    refused: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Failover {
@@ -51,11 +53,23 @@ impl Default for Failover {
             last: Mutex::new(None),
             acks: Mutex::new(VecDeque::new()),
             recheck: Notify::new(),
+            refused: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
 
 impl Failover {
+    /// The primary refused a write as a replica would: look now.
+    pub fn note_refused(&self) {
+        self.refused.store(true, Ordering::Relaxed);
+        self.recheck.notify_one();
+    }
+
+    /// Whether a write was refused since the last call.
+    pub fn take_refused(&self) -> bool {
+        self.refused.swap(false, Ordering::Relaxed)
+    }
+
     pub fn source(&self) -> &'static str {
         *self.source.lock().unwrap_or_else(|p| p.into_inner())
     }

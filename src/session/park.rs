@@ -104,7 +104,7 @@ impl Session {
         reply: Bytes,
         not: usize,
     ) {
-        self.env.topology.failover.recheck.notify_one();
+        self.env.topology.failover.note_refused();
         let wait = self.failover_wait();
         self.park.hold(
             Parked::Refused {

@@ -461,3 +461,65 @@ fn primary_name_tries_every_address() {
     assert_eq!(c.cmd(&["GET", "dns:primary"]), b"$1\r\nv\r\n");
     assert_eq!(primary.query(&["GET", "dns:primary"]), b"$1\r\nv\r\n");
 }
+
+#[test]
+fn a_promotion_behind_the_primary_name_moves_writes() {
+    // A managed service promotes a replica and moves the primary's name to
+    // it: both servers on one port, the name first on 127.0.0.1 (the
+    // primary), then on 127.0.0.3 (the promoted replica).
+    let port = free_port();
+    let a = BoundRedis::start(SocketAddr::from(([127, 0, 0, 1], port)), &[]);
+    let b = BoundRedis::start(
+        SocketAddr::from(([127, 0, 0, 3], port)),
+        &["--replicaof", "127.0.0.1", &port.to_string()],
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || link_up(&b)),
+        "the replica did not link"
+    );
+    let dns = FakeDns::start();
+    dns.set("primary.test", &["127.0.0.1"], 1);
+    let url = format!("redis://primary.test:{port}");
+    let dns_server = dns.addr.to_string();
+    let nearby = Nearby::start(&[
+        "--primary",
+        &url,
+        "--dns-server",
+        &dns_server,
+        "--probe-interval-ms",
+        "200",
+        "--dns-min-ttl-s",
+        "1",
+    ]);
+    nearby
+        .expect_log("WARN", "the primary changed")
+        .expect_log("WARN", "the primary says it is a replica");
+    let mut c = RawConn::connect(nearby.port);
+    assert_eq!(c.cmd(&["SET", "k", "1"]), b"+OK\r\n");
+    // The promotion, then the old primary follows it, then the name moves.
+    assert_eq!(b.query(&["REPLICAOF", "NO", "ONE"]), b"+OK\r\n");
+    assert_eq!(
+        a.query(&["REPLICAOF", "127.0.0.3", &port.to_string()]),
+        b"+OK\r\n"
+    );
+    dns.set("primary.test", &["127.0.0.3"], 1);
+    // Writes go on without an error: a refused one waits and is sent again.
+    let started = Instant::now();
+    for i in 0..20 {
+        let v = i.to_string();
+        assert_eq!(
+            c.cmd(&["SET", "k", &v]),
+            b"+OK\r\n",
+            "write {i} after {:?}:\n{}",
+            started.elapsed(),
+            nearby.log()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(b.query(&["GET", "k"]), b"$2\r\n19\r\n");
+    let metrics = nearby.metrics();
+    assert!(
+        metrics.contains("nearby_primary_changes_total{source=\"dns\"} 1"),
+        "{metrics}"
+    );
+}

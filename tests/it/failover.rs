@@ -194,6 +194,11 @@ fn redis_failover_to_a_replica_loses_nothing_and_no_client_sees_an_error() {
     thread::sleep(Duration::from_millis(500));
     let tallies = load.finish();
     assert!(took < Duration::from_secs(1), "writes moved after {took:?}");
+    eprintln!(
+        "FAILOVER TO: writes moved {took:?} after the promotion; {} writes, {} errors",
+        tallies.iter().map(|t| t.acked).sum::<u64>(),
+        tallies.iter().map(|t| t.write_errors.len()).sum::<usize>()
+    );
     assert!(sub.is_closed(), "the subscriber's connection stayed open");
     // Unblocked with an error: Redis's own, when it demoted itself before
     // the sidecar closed the connection; the sidecar's otherwise.
@@ -256,6 +261,7 @@ fn replicaof_no_one_moves_writes_within_two_probe_intervals() {
     let moved_at = load.started.elapsed();
     assert!(moved, "writes did not follow REPLICAOF NO ONE");
     assert!(took < Duration::from_millis(600), "moved after {took:?}");
+    eprintln!("REPLICAOF NO ONE: writes moved {took:?} after the demotion (probe interval 300 ms)");
     thread::sleep(Duration::from_millis(300));
     let tallies = load.finish();
     // A request already on its way when the status changed may still fail.
@@ -630,5 +636,14 @@ fn sentinel_primary_killed_writes_fail_clearly_reads_never_and_the_old_one_gets_
     assert!(
         lost <= at_risk,
         "{lost} acknowledged writes lost, {at_risk} reported at risk ({outage:?} outage)"
+    );
+    let slowest = tallies
+        .iter()
+        .map(|t| t.slowest_write)
+        .max()
+        .unwrap_or_default();
+    let errors: usize = tallies.iter().map(|t| t.write_errors.len()).sum();
+    eprintln!(
+        "kill -9: writes resumed {took:?} after +switch-master; {errors} write errors, 0 read errors, slowest write {slowest:?}; {lost} acknowledged writes lost, {at_risk} reported at risk"
     );
 }
