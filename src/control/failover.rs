@@ -43,7 +43,7 @@ impl Want {
     }
 
     /// The label the upstream will have (see `Upstream::new`).
-    fn label(&self) -> String {
+    pub fn label(&self) -> String {
         self.addr
             .map_or_else(|| self.url.host_port(), |a| a.to_string())
     }
@@ -219,11 +219,20 @@ pub async fn follow_roles(env: ControlEnv) {
         if !on {
             continue;
         }
+        decide(&env, timeout, woken, &mut waiting_logged).await;
+        env.topology.failover.checked();
+    }
+}
+
+/// One look at the servers' claims, acting on what it finds.
+async fn decide(env: &ControlEnv, timeout: Duration, woken: bool, waiting_logged: &mut bool) {
+    let waiting = env.topology.load().writes != Writes::Open;
+    {
         let topo = env.topology.load_full();
         let refused = env.topology.failover.take_refused();
         if woken || waiting {
             // A refused write (or a wait): ask now, not at the next probe.
-            refresh_claims(&env, &topo, timeout, waiting).await;
+            refresh_claims(env, &topo, timeout, waiting).await;
         }
         if (refused || topo.writes == Writes::Waiting)
             && matches!(topo.primary.url.host, Host::Name(_))
@@ -232,20 +241,20 @@ pub async fn follow_roles(env: ControlEnv) {
             // Refused as READONLY, yet a fresh connection to the name finds
             // a master: the name moved (a managed promotion). The open
             // connections still reach the old server; start over by name.
-            renew_primary(&env, &topo);
-            continue;
+            renew_primary(env, &topo);
+            return;
         }
         match failover::elect(topo.primary.id, &servers(&topo)) {
             Election::Keep => {
-                waiting_logged = false;
-                set_writes(&env, Writes::Open);
+                *waiting_logged = false;
+                set_writes(env, Writes::Open);
             }
             Election::NoPrimary => {
-                if !waiting_logged {
+                if !*waiting_logged {
                     tracing::warn!(primary = %topo.primary, "the primary says it is a replica and no server says master: writes wait for a new primary");
-                    waiting_logged = true;
+                    *waiting_logged = true;
                 }
-                set_writes(&env, Writes::Waiting);
+                set_writes(env, Writes::Waiting);
             }
             Election::Conflict(ids) => {
                 let names: Vec<String> = ids
@@ -260,17 +269,17 @@ pub async fn follow_roles(env: ControlEnv) {
                 if topo.writes != Writes::Conflict(Arc::from(text.as_str())) {
                     tracing::error!(servers = %names.join(", "), "more than one server says role:master: writes refused until one steps down");
                 }
-                set_writes(&env, Writes::Conflict(Arc::from(text)));
+                set_writes(env, Writes::Conflict(Arc::from(text)));
             }
             Election::Switch(id) => {
                 let Some(to) = topo.all().find(|u| u.id == id).cloned() else {
-                    continue;
+                    return;
                 };
-                match confirm_master(&env, &to, timeout).await {
+                match confirm_master(env, &to, timeout).await {
                     Ok(info) => {
-                        waiting_logged = false;
+                        *waiting_logged = false;
                         let prev = topo.clone();
-                        switch(&env, "role", &info, |t| {
+                        switch(env, "role", &info, |t| {
                             if !Arc::ptr_eq(&t.primary, &prev.primary) {
                                 return None; // someone else moved it meanwhile
                             }
@@ -336,6 +345,22 @@ fn servers(topo: &Topology) -> Vec<Server> {
     out
 }
 
+/// What a server's `INFO replication` claims, judged against the servers
+/// this sidecar knows.
+pub fn claim_of(env: &ControlEnv, info: &ReplicationInfo) -> Claim {
+    let topo = env.topology.load();
+    let master = info.master_addr.as_ref().map(|(h, p)| {
+        if h.contains(':') {
+            format!("[{h}]:{p}")
+        } else {
+            format!("{h}:{p}")
+        }
+    });
+    Claim::of(info.is_master, info.link_up, master.as_deref(), |a| {
+        topo.all().any(|u| u.label == a || u.url.host_port() == a)
+    })
+}
+
 /// Reads the claims now instead of at the next probe: the primary's, and
 /// while writes wait every server's.
 async fn refresh_claims(env: &ControlEnv, topo: &Topology, timeout: Duration, all: bool) {
@@ -350,11 +375,7 @@ async fn refresh_claims(env: &ControlEnv, topo: &Topology, timeout: Duration, al
         };
         if let Ok(r) = c.call_ok(up, &[b"INFO", b"replication"], timeout).await {
             let info = ReplicationInfo::parse(&String::from_utf8_lossy(&r.raw));
-            up.set_claim(if info.is_master {
-                Claim::Master
-            } else {
-                Claim::Replica
-            });
+            up.set_claim(claim_of(env, &info));
         }
     }
 }

@@ -11,7 +11,6 @@ use super::ControlEnv;
 use crate::conn::connect::UpstreamError;
 use crate::conn::control::Control;
 use crate::model::upstream::{Role, Upstream};
-use crate::route::failover::Claim;
 use crate::route::health::HealthState;
 use crate::route::replication::ReplicationInfo;
 
@@ -150,11 +149,7 @@ pub(super) async fn poll_replication(
     let got = Instant::now();
     let info = ReplicationInfo::parse(&String::from_utf8_lossy(&reply.raw));
     let max_staleness = Duration::from_millis(env.config().routing.max_staleness_ms);
-    let claim = if info.is_master {
-        Claim::Master
-    } else {
-        Claim::Replica
-    };
+    let claim = super::failover::claim_of(env, &info);
     if up.set_claim(claim) != claim {
         // The primary follower decides what a role change means.
         env.topology.failover.recheck.notify_one();

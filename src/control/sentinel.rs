@@ -128,7 +128,11 @@ impl Conn {
 /// One sentinel's view: the master and its replicas.
 #[derive(Debug)]
 struct View {
+    /// Its address is where clients should go (`GET-MASTER-ADDR-BY-NAME`).
     master: MasterView,
+    /// The address `SENTINEL MASTER` names: during a failover, the master
+    /// being failed over.
+    from: String,
     replicas: Vec<ReplicaView>,
 }
 
@@ -142,6 +146,7 @@ async fn ask(
     let name = cfg.master_name.as_bytes();
     let m = c.call(&[b"SENTINEL", b"MASTER", name], timeout).await?;
     let mut master = views::parse_master(&m.raw)?;
+    let from = join(&master.ip, master.port);
     // The address clients should use: the promoted replica as soon as the
     // failover reached reconfiguration, before `+switch-master`.
     let a = c
@@ -156,7 +161,11 @@ async fn ask(
     }
     let r = c.call(&[b"SENTINEL", b"REPLICAS", name], timeout).await?;
     let replicas = views::parse_replicas(&r.raw)?;
-    Ok(View { master, replicas })
+    Ok(View {
+        master,
+        from,
+        replicas,
+    })
 }
 
 /// The region of the server at `host:port`: the configured entry with
@@ -248,6 +257,7 @@ pub async fn follow(env: ControlEnv) {
             _ = tokio::time::sleep(tick) => {}
         }
         poll(&env).await;
+        env.topology.failover.checked();
     }
 }
 
@@ -368,15 +378,53 @@ async fn poll(env: &ControlEnv) -> bool {
         }
     }
     let topo = env.topology.load_full();
-    let same_primary = topo.primary.label == join(&winner.ip, winner.port);
-    let failing_over = views.iter().any(|v| v.master.failing_over());
+    let mut primary = primary;
+    let mut same_primary = topo.primary.label == join(&winner.ip, winner.port);
+    // A failover away from the primary writes go to now.
+    let failing_over = views
+        .iter()
+        .any(|v| v.master.failing_over() && v.from == topo.primary.label);
     if same_primary && (winner.is_down() || failing_over) {
-        // Down, or a failover started and nothing is promoted yet.
-        if topo.writes == Writes::Open {
-            tracing::warn!(primary = %topo.primary, "the sentinels see the primary down or failing over: writes wait for the new primary");
+        // Down, or a failover started. The sentinels name the promoted
+        // replica only once they see it promoted (up to an INFO period
+        // later); a replica that answers ROLE as master meanwhile is the
+        // one their leader promoted, since only the leader promotes.
+        // Only the replica a failing-over sentinel flags `promoted` (its
+        // leader's choice) may be taken before the announcement.
+        let chosen: Vec<String> = views
+            .iter()
+            .filter(|v| v.master.failing_over())
+            .flat_map(|v| v.replicas.iter())
+            .filter(|r| r.flags.iter().any(|f| f == "promoted"))
+            .map(|r| join(&r.ip, r.port))
+            .collect();
+        match promoted_replica(env, &topo, &chosen, timeout).await {
+            Some(up) if failing_over => {
+                tracing::info!(upstream = %up, "promoted by the sentinels' failover");
+                env.topology
+                    .failover
+                    .supersede(&topo.primary.label, winner.config_epoch);
+                wanted.retain(|w| w.url.host_port() != up.url.host_port());
+                primary = Want::of(&up);
+                same_primary = false;
+            }
+            _ => {
+                if topo.writes == Writes::Open {
+                    tracing::warn!(primary = %topo.primary, "the sentinels see the primary down or failing over: writes wait for the new primary");
+                }
+                failover::set_writes(env, Writes::Waiting);
+                return false;
+            }
         }
-        failover::set_writes(env, Writes::Waiting);
-        return false;
+    }
+    if !same_primary
+        && env
+            .topology
+            .failover
+            .is_superseded(&primary.label(), winner.config_epoch)
+    {
+        // The sentinels have not announced the promotion yet.
+        return true;
     }
     if same_primary {
         env.topology.failover.set_epoch(winner.config_epoch);
@@ -399,7 +447,11 @@ async fn poll(env: &ControlEnv) -> bool {
     let next = failover::reconcile(&env.topology, &topo, &primary, &wanted, Writes::Open);
     match failover::confirm_master(env, &next.primary, timeout).await {
         Ok(info) => {
-            env.topology.failover.set_epoch(winner.config_epoch);
+            // The newest epoch any sentinel reports: a leader's, mid-failover.
+            let newest = views.iter().map(|v| v.master.config_epoch).max();
+            env.topology
+                .failover
+                .set_epoch(newest.unwrap_or(winner.config_epoch));
             let first = topo.primary.url.host_port().contains(".invalid:");
             if first {
                 // The first answer: not a failover, the start.
@@ -422,6 +474,29 @@ async fn poll(env: &ControlEnv) -> bool {
             false
         }
     }
+}
+
+/// The one replica of `topo` among `chosen` (flagged `promoted` by a
+/// sentinel running the failover) that answers `ROLE` as master now.
+async fn promoted_replica(
+    env: &ControlEnv,
+    topo: &Topology,
+    chosen: &[String],
+    timeout: Duration,
+) -> Option<Arc<crate::model::topology::Upstream>> {
+    let mut found = None;
+    for r in &topo.replicas {
+        if !chosen.contains(&r.label) {
+            continue;
+        }
+        if failover::confirm_master(env, r, timeout).await.is_ok() {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(r.clone());
+        }
+    }
+    found
 }
 
 /// A replica the sentinels list stays a read candidate unless they see it

@@ -42,6 +42,13 @@ pub struct Failover {
     pub recheck: Notify,
     /// A write was refused as READONLY since the follower last looked.
     refused: std::sync::atomic::AtomicBool,
+    /// An old primary left before the sentinels announced its successor,
+    /// with the epoch they reported then: not to be returned to until they
+    /// report a newer epoch.
+    superseded: Mutex<Option<(String, u64)>>,
+    /// Looks the follower finished: a refused write waits for two (one
+    /// wholly after the refusal) before it takes the refusal as final.
+    checks: AtomicU64,
 }
 
 impl Default for Failover {
@@ -54,6 +61,8 @@ impl Default for Failover {
             acks: Mutex::new(VecDeque::new()),
             recheck: Notify::new(),
             refused: std::sync::atomic::AtomicBool::new(false),
+            checks: AtomicU64::new(0),
+            superseded: Mutex::new(None),
         }
     }
 }
@@ -63,6 +72,32 @@ impl Failover {
     pub fn note_refused(&self) {
         self.refused.store(true, Ordering::Relaxed);
         self.recheck.notify_one();
+    }
+
+    /// Writes left `label` (at sentinel epoch `epoch`) ahead of the
+    /// sentinels' announcement.
+    pub fn supersede(&self, label: &str, epoch: u64) {
+        *self.superseded.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((label.to_string(), epoch));
+    }
+
+    /// Whether the sentinels naming `label` at `epoch` is the stale view of
+    /// a switch already made.
+    pub fn is_superseded(&self, label: &str, epoch: u64) -> bool {
+        self.superseded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|(l, e)| l == label && epoch <= *e)
+    }
+
+    /// The follower finished one look at the servers.
+    pub fn checked(&self) {
+        self.checks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn checks(&self) -> u64 {
+        self.checks.load(Ordering::Relaxed)
     }
 
     /// Whether a write was refused since the last call.

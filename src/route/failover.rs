@@ -13,7 +13,12 @@ pub enum Claim {
     /// Not probed yet, or its last probe failed: its word is not current.
     Unknown,
     Master,
+    /// A replica of a server this sidecar knows, or with its link up: part
+    /// of a replication setup, maybe mid-failover.
     Replica,
+    /// A replica of nothing this sidecar knows, its link down (an operator's
+    /// `REPLICAOF` elsewhere): not a failover; writes get its own answer.
+    Orphan,
 }
 
 impl Claim {
@@ -22,6 +27,7 @@ impl Claim {
             Claim::Unknown => 0,
             Claim::Master => 1,
             Claim::Replica => 2,
+            Claim::Orphan => 3,
         }
     }
 
@@ -29,7 +35,25 @@ impl Claim {
         match v {
             1 => Claim::Master,
             2 => Claim::Replica,
+            3 => Claim::Orphan,
             _ => Claim::Unknown,
+        }
+    }
+
+    /// What `INFO replication` says: `known` tells whether an address is
+    /// one of this sidecar's servers.
+    pub fn of(
+        is_master: bool,
+        link_up: bool,
+        master: Option<&str>,
+        known: impl Fn(&str) -> bool,
+    ) -> Claim {
+        if is_master {
+            Claim::Master
+        } else if link_up || master.is_some_and(known) {
+            Claim::Replica
+        } else {
+            Claim::Orphan
         }
     }
 }
@@ -131,6 +155,9 @@ mod tests {
         assert_eq!(elect(0, &down), Election::Keep);
         let unknown = [s(0, Unknown, true), s(1, Replica, true)];
         assert_eq!(elect(0, &unknown), Election::Keep);
+        // REPLICAOF somewhere unknown: the server answers writes itself.
+        let orphan = [s(0, Orphan, true), s(1, Replica, true)];
+        assert_eq!(elect(0, &orphan), Election::Keep);
     }
 
     #[test]
@@ -145,9 +172,23 @@ mod tests {
 
     #[test]
     fn claims_round_trip_through_u8() {
-        for c in [Claim::Unknown, Claim::Master, Claim::Replica] {
+        for c in [Claim::Unknown, Claim::Master, Claim::Replica, Claim::Orphan] {
             assert_eq!(Claim::from_u8(c.as_u8()), c);
         }
         assert_eq!(Claim::from_u8(9), Claim::Unknown);
+        let known = |a: &str| a == "10.0.0.2:6379";
+        assert_eq!(Claim::of(true, false, None, known), Claim::Master);
+        assert_eq!(
+            Claim::of(false, false, Some("10.0.0.2:6379"), known),
+            Claim::Replica
+        );
+        assert_eq!(
+            Claim::of(false, true, Some("10.9.9.9:6379"), known),
+            Claim::Replica
+        );
+        assert_eq!(
+            Claim::of(false, false, Some("localhost:9999"), known),
+            Claim::Orphan
+        );
     }
 }

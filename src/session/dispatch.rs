@@ -249,7 +249,7 @@ impl Session {
     /// On the primary's shared pipe for (db, proto).
     /// Held instead while a failover holds writes (`park`).
     fn send_primary_pipe(&mut self, cur: Cur, cmd: Command, db: u32, proto: Proto, slow: bool) {
-        let cmd = match self.write_gate(cmd) {
+        let cmd = match self.write_gate(cmd, cur.kind) {
             Ok(cmd) => cmd,
             Err(None) => return,
             Err(Some(reply)) => return self.push_done(cur, reply),

@@ -26,12 +26,14 @@ pub(super) enum Parked {
     /// Not dispatched yet: it goes through `dispatch` once released.
     Fresh(Command),
     /// A write the primary `not` refused with `reply`; its slot waits.
+    /// `checks`: the follower's count of looks when it was refused.
     Refused {
         seq: u64,
         cmd: Command,
         kind: Kind,
         reply: Bytes,
         not: usize,
+        checks: u64,
     },
 }
 
@@ -80,7 +82,16 @@ impl Session {
 
     /// Whether a write may go to the primary now. `Err` gives the command
     /// back when it was not held: then `reply` says why it fails.
-    pub(super) fn write_gate(&mut self, cmd: Command) -> Result<Command, Option<Bytes>> {
+    /// Only writes wait: a command that changes no data (CONFIG, CLIENT,
+    /// REPLICAOF NO ONE itself) goes to the server as it is.
+    pub(super) fn write_gate(
+        &mut self,
+        cmd: Command,
+        kind: Kind,
+    ) -> Result<Command, Option<Bytes>> {
+        if kind != Kind::Write {
+            return Ok(cmd);
+        }
         match &self.env.topology.load().writes {
             Writes::Open => Ok(cmd),
             Writes::Conflict(text) => Err(Some(resp::error(text))),
@@ -95,7 +106,9 @@ impl Session {
         }
     }
 
-    /// A write refused by primary `not`: held for the new primary.
+    /// A write refused by primary `not`: held for the new primary, or
+    /// until the follower has looked and found no failover (then the
+    /// client gets the refusal, as from Redis).
     pub(super) fn park_refused(
         &mut self,
         seq: u64,
@@ -104,7 +117,9 @@ impl Session {
         reply: Bytes,
         not: usize,
     ) {
-        self.env.topology.failover.note_refused();
+        let f = &self.env.topology.failover;
+        f.note_refused();
+        let checks = f.checks();
         let wait = self.failover_wait();
         self.park.hold(
             Parked::Refused {
@@ -113,6 +128,7 @@ impl Session {
                 kind,
                 reply,
                 not,
+                checks,
             },
             wait,
         );
@@ -127,7 +143,9 @@ impl Session {
         let topo = self.env.topology.load_full();
         let ready = match front {
             _ if topo.writes == Writes::Waiting => false,
-            Parked::Refused { not, .. } => topo.primary.id != *not,
+            Parked::Refused { not, checks, .. } => {
+                topo.primary.id != *not || self.env.topology.failover.checks() >= checks + 2
+            }
             Parked::Fresh(_) => true,
         };
         let expired = self.park.deadline.is_some_and(|d| Instant::now() >= d);
@@ -152,6 +170,7 @@ impl Session {
                     kind,
                     reply,
                     not,
+                    ..
                 } => {
                     let primary = self.env.topology.load().primary.clone();
                     if self.park.expired || primary.id == not || topo.writes != Writes::Open {

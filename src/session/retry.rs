@@ -110,7 +110,11 @@ impl Session {
             let stepped_down = refusal == Refusal::ReadOnly
                 || (matches!(refusal, Refusal::Loading | Refusal::MasterDown)
                     && self.env.topology.load().writes != Writes::Open);
-            if !stepped_down {
+            let following = {
+                let c = self.env.config();
+                c.sentinel.is_some() || c.failover.follow_role == crate::config::FollowRole::On
+            };
+            if !stepped_down || !following {
                 return false;
             }
             let not = retry.upstream.id;

@@ -424,10 +424,17 @@ fn read_your_writes_holds_across_a_failover() {
     // reads off it.
     slow.reset_stats();
     let mut reader = RawConn::connect(nearby.port);
-    for _ in 0..50 {
-        assert_eq!(reader.cmd(&["GET", "untouched"]), b"$-1\r\n");
-    }
-    assert!(slow.calls("get") > 0, "the lagging replica served no read");
+    let served = wait_until(Duration::from_secs(10), || {
+        for _ in 0..20 {
+            assert_eq!(reader.cmd(&["GET", "untouched"]), b"$-1\r\n");
+        }
+        slow.calls("get") > 0
+    });
+    assert!(
+        served,
+        "the lagging replica served no read:\n{}",
+        nearby.log()
+    );
     drop(link);
 }
 
@@ -511,6 +518,17 @@ fn sentinel_failover_loses_nothing_and_writes_resume_within_a_second() {
     let tallies = load.finish();
     let writes: u64 = tallies.iter().map(|t| t.acked).sum();
     assert!(writes > 200, "the load barely ran: {writes} writes");
+    let slowest = tallies
+        .iter()
+        .map(|t| t.slowest_write)
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "SENTINEL FAILOVER: writes moved {took:?} after the promotion; {writes} writes, 0 errors, slowest write {slowest:?}"
+    );
+    if std::env::var("FAILOVER_DEBUG").is_ok() {
+        eprintln!("{}", nearby.log());
+    }
     for (n, t) in tallies.iter().enumerate() {
         assert!(
             t.write_errors.is_empty(),
@@ -523,8 +541,14 @@ fn sentinel_failover_loses_nothing_and_writes_resume_within_a_second() {
     let (_, body) = nearby.http_get("/status").unwrap();
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["primary"]["source"], "sentinel");
-    assert!(v["primary"]["epoch"].as_u64().unwrap() >= 1, "{body}");
     assert_eq!(v["primary"]["last_switch"]["writes_at_risk"], 0, "{body}");
+    // The sentinels' new epoch, once they all announced it.
+    let epoch = wait_until(Duration::from_secs(10), || {
+        let (_, body) = nearby.http_get("/status").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["primary"]["epoch"].as_u64().unwrap_or(0) >= 1
+    });
+    assert!(epoch, "the epoch never reached 1");
 }
 
 #[test]
@@ -602,11 +626,24 @@ fn sentinel_primary_killed_writes_fail_clearly_reads_never_and_the_old_one_gets_
             assert!(e.starts_with("-ERR nearby: "), "client {n}: {e}");
         }
     }
-    // Writes resumed: every client wrote after the switch.
+    // Writes resumed. (On a loaded machine the sentinels may fail over
+    // once more; the server they name now is the one to check.)
+    let now_port = sentinels.master_addrs()[0]
+        .as_ref()
+        .map_or(new_port, |a| a.1);
+    let settled = wait_until(Duration::from_secs(5), || {
+        status_primary(&nearby) == format!("127.0.0.1:{now_port}")
+    });
+    assert!(
+        settled,
+        "the sidecar does not follow the sentinels' master {now_port} (old {old_port}, first new {new_port}; sentinels: {:?}):\n{}",
+        sentinels.master_addrs(),
+        nearby.log()
+    );
     let new = cluster
         .replicas
         .iter()
-        .find(|r| r.port == new_port)
+        .find(|r| r.port == now_port)
         .expect("the new primary is a former replica");
     let mut c = RawConn::connect(nearby.port);
     assert_eq!(c.cmd(&["SET", "after", "1"]), b"+OK\r\n");
