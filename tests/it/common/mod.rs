@@ -6,6 +6,7 @@
 //! handle is dropped, including while a test is panicking.
 pub mod lagging;
 pub mod log_check;
+pub mod redis_cluster;
 pub mod sentinel;
 
 use std::collections::HashMap;
