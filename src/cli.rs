@@ -103,6 +103,8 @@ mod tests {
             // Repeatable flags have plural env twins (comma lists).
             let expected = if long == "replica" || long == "sentinel" {
                 format!("NEARBY_{}S", long.to_ascii_uppercase())
+            } else if long == "cluster" {
+                "NEARBY_CLUSTER".to_owned()
             } else {
                 format!("NEARBY_{}", long.replace('-', "_").to_ascii_uppercase())
             };
@@ -117,7 +119,7 @@ mod tests {
                 "--{long} help: {help:?}"
             );
         }
-        assert_eq!(seen, 45);
+        assert_eq!(seen, 46);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::control::ControlEnv;
 use crate::metrics::Global;
 use crate::model::SharedConfig;
 use crate::model::clients::Clients;
+use crate::model::cluster::ClusterCell;
 use crate::model::facts::ServerFacts;
 use crate::model::replication::Replication;
 use crate::model::topology::TopologyCell;
@@ -33,6 +34,8 @@ pub struct Context {
     pub metrics: Arc<Global>,
     /// Set once on shutdown: sessions stop reading and finish what they have.
     pub shutdown: watch::Sender<bool>,
+    /// Set when fronting a Redis Cluster.
+    pub cluster: Option<Arc<ClusterCell>>,
 }
 
 impl Context {
@@ -58,6 +61,10 @@ impl Context {
                 config.limits.free_commands_per_day,
             )),
             shutdown: watch::channel(false).0,
+            cluster: config
+                .cluster
+                .as_ref()
+                .map(|_| Arc::new(ClusterCell::default())),
             config: Arc::new(ArcSwap::from_pointee(config)),
         })
     }
@@ -72,6 +79,7 @@ impl Context {
             clients: self.clients.clone(),
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.subscribe(),
+            cluster: self.cluster.clone(),
         })
     }
 
@@ -91,6 +99,7 @@ impl Context {
             topology: self.topology.clone(),
             clients: self.clients.clone(),
             metrics: self.metrics.clone(),
+            cluster: self.cluster.clone(),
         }
     }
 }

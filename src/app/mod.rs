@@ -49,16 +49,28 @@ pub async fn run_until(
     );
     crate::ops::admin::serve(cx.admin_env(), config.admin).await?;
     let control = cx.control_env();
+    let standalone = cx.cluster.is_none();
+    if let Some(cell) = &cx.cluster {
+        // Reads and writes need the slot map: read it before serving.
+        control::cluster::initial(&control, cell, Duration::from_secs(10)).await;
+        tokio::spawn(control::cluster::follow(control.clone(), cell.clone()));
+    }
     if config.sentinel.is_some() {
         // The first writes need a primary: ask before serving (bounded).
         control::sentinel::initial(&control, Duration::from_secs(10)).await;
         tokio::spawn(control::sentinel::follow(control.clone()));
     }
-    for up in cx.topology.load().all() {
-        prober::spawn_watchers(&control, up);
+    // In a cluster, the shards have the probers; the configured primary
+    // is only a placeholder.
+    if standalone {
+        for up in cx.topology.load().all() {
+            prober::spawn_watchers(&control, up);
+        }
     }
     let mut discovery = tokio::spawn(control::discovery::run(control.clone()));
-    tokio::spawn(control::failover::follow_roles(control.clone()));
+    if standalone {
+        tokio::spawn(control::failover::follow_roles(control.clone()));
+    }
     tokio::spawn(routing_log::watch_routing(
         cx.config.clone(),
         cx.topology.clone(),

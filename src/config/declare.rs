@@ -153,6 +153,8 @@ macro_rules! settings {
             pub dns: DnsConfig,
             /// Set when the primary comes from Sentinel.
             pub sentinel: Option<SentinelConfig>,
+            /// Set when fronting a Redis Cluster.
+            pub cluster: Option<ClusterConfig>,
             $($(#[doc = $t2doc])* pub $t2: $t2ty,)*
         }
 
@@ -180,12 +182,14 @@ macro_rules! settings {
             pub dns: FileDns,
             #[serde(skip_serializing_if = "FileSentinel::is_empty")]
             pub sentinel: FileSentinel,
+            #[serde(skip_serializing_if = "FileCluster::is_empty")]
+            pub cluster: FileCluster,
         }
 
         /// Internal type names serde puts in messages (said as "a table").
         pub(super) const FILE_TYPE_NAMES: &[&str] = &[
             "FileConfig", "FileUpstream", $(stringify!($File),)* "FileSecurity", "FileTls",
-            "FileDns", "FileSentinel",
+            "FileDns", "FileSentinel", "FileCluster",
         ];
 
         $(
@@ -252,7 +256,9 @@ macro_rules! settings {
                     )?;
                 )*
                 let sentinel = rules::sentinel(a, &fc.sentinel, m)?;
-                let primary = merge::primary(a, &fc.primary, m, sentinel.is_some())?;
+                let cluster = rules::cluster(a, &fc.cluster, m)?;
+                let primary =
+                    merge::primary(a, &fc.primary, m, sentinel.is_some() || cluster.is_some())?;
                 let replicas = merge::replicas(a, &fc.replica, m)?;
                 $(let $sec = $Sec::merge(a, &fc.$sec, m)?;)*
                 let security = rules::security(a, &fc.security, m)?;
@@ -278,6 +284,7 @@ macro_rules! settings {
                     tls,
                     dns,
                     sentinel,
+                    cluster,
                     $($t2,)*
                 })
             }
@@ -295,6 +302,7 @@ macro_rules! settings {
                     tls: print::tls(&self.tls),
                     dns: print::dns(&self.dns),
                     sentinel: print::sentinel(self.sentinel.as_ref()),
+                    cluster: print::cluster(self.cluster.as_ref()),
                 }
             }
         }

@@ -77,6 +77,19 @@ pub(super) struct FileDns {
     pub timeout_ms: Option<u64>,
 }
 
+#[derive(Deserialize, Serialize, Default, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct FileCluster {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<String>,
+}
+
+impl FileCluster {
+    pub fn is_empty(&self) -> bool {
+        self.seeds.is_empty()
+    }
+}
+
 #[derive(Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct FileSentinel {

@@ -98,6 +98,12 @@ pub struct SentinelConfig {
     pub password: Option<Secret>,
 }
 
+/// Redis Cluster: seed nodes instead of a primary and replicas.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub seeds: Vec<RedisUrl>,
+}
+
 /// How upstream host names are resolved (hickory, never the blocking std
 /// resolver) and how often discovery re-resolves them.
 #[derive(Clone, Debug, PartialEq, Eq)]

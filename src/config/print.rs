@@ -4,8 +4,10 @@
 
 use std::path::PathBuf;
 
-use super::file::{FileDns, FileSecurity, FileSentinel, FileTls, FileUpstream};
-use super::{Config, DnsConfig, SecurityConfig, SentinelConfig, TlsConfig, UpstreamConfig};
+use super::file::{FileCluster, FileDns, FileSecurity, FileSentinel, FileTls, FileUpstream};
+use super::{
+    ClusterConfig, Config, DnsConfig, SecurityConfig, SentinelConfig, TlsConfig, UpstreamConfig,
+};
 
 impl Config {
     /// The effective config as TOML, secrets shown as `***` (for
@@ -62,5 +64,11 @@ pub(super) fn sentinel(s: Option<&SentinelConfig>) -> FileSentinel {
         master_name: Some(s.master_name.clone()),
         username: s.username.clone(),
         password: s.password.as_ref().map(|_| "***".to_owned()),
+    }
+}
+
+pub(super) fn cluster(c: Option<&ClusterConfig>) -> FileCluster {
+    FileCluster {
+        seeds: c.map_or_else(Vec::new, |c| c.seeds.iter().map(|u| u.redacted()).collect()),
     }
 }

@@ -2,13 +2,47 @@
 //! password (requirepass or requirepass_file), TLS (cert/key pairs), DNS
 //! (TTL bounds), and listening beyond loopback (needs auth).
 
-use super::file::{FileDns, FileSecurity, FileSentinel, FileTls};
+use super::file::{FileCluster, FileDns, FileSecurity, FileSentinel, FileTls};
 use super::merge::{Merger, parse_nameserver};
 use super::settings::{Setting, setting};
 use super::{
-    Config, ConfigArgs, ConfigError, DnsConfig, SecurityConfig, SentinelConfig, TlsConfig,
+    ClusterConfig, Config, ConfigArgs, ConfigError, DnsConfig, SecurityConfig, SentinelConfig,
+    TlsConfig,
 };
 use crate::url::{RedisUrl, Secret};
+
+/// Redis Cluster: seed URLs (flag list, or the file's); not with Sentinel.
+pub(super) fn cluster(
+    a: &ConfigArgs,
+    fc: &FileCluster,
+    m: &Merger<'_>,
+) -> Result<Option<ClusterConfig>, ConfigError> {
+    const SEEDS: &Setting = setting("cluster.seeds");
+    let (list, source) = if a.cluster.is_empty() {
+        (fc.seeds.clone(), m.file_source())
+    } else {
+        (a.cluster.clone(), SEEDS.flag.to_owned())
+    };
+    if list.is_empty() {
+        return Ok(None);
+    }
+    if !a.sentinels.is_empty() {
+        return Err(ConfigError::new(
+            &source,
+            SEEDS.key,
+            "a cluster has no Sentinel; use one or the other",
+        ));
+    }
+    let mut seeds = Vec::new();
+    for (i, entry) in list.iter().enumerate() {
+        let url = entry
+            .trim()
+            .parse::<RedisUrl>()
+            .map_err(|e| ConfigError::new(&source, format!("{}[{i}]", SEEDS.key), e.to_string()))?;
+        seeds.push(url);
+    }
+    Ok(Some(ClusterConfig { seeds }))
+}
 
 /// Sentinel: the addresses (flag list, or the file's) and the master name
 /// they monitor; the name is required with any address.

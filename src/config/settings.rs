@@ -8,11 +8,12 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::file::{FileDns, FileSecurity, FileSentinel, FileTls, FileUpstream};
+use super::file::{FileCluster, FileDns, FileSecurity, FileSentinel, FileTls, FileUpstream};
 use super::merge::{self, Merger};
 use super::{
-    ConfigError, ConsistencyScope, DnsConfig, FollowRole, LogFormat, Metrics, ReadFrom,
-    SecurityConfig, SentinelConfig, SubscribeFrom, TlsConfig, UpstreamConfig, Value, print, rules,
+    ClusterConfig, ConfigError, ConsistencyScope, DnsConfig, FollowRole, LogFormat, Metrics,
+    ReadFrom, SecurityConfig, SentinelConfig, SubscribeFrom, TlsConfig, UpstreamConfig, Value,
+    print, rules,
 };
 use super::{Consistency, Secret};
 use crate::url::redact_loose;
@@ -238,6 +239,11 @@ settings! {
         dns_timeout_ms: Option<u64> ["dns.timeout_ms"] = "2000"
             => "dns-timeout-ms", "NEARBY_DNS_TIMEOUT_MS",
             "Time allowed for one DNS lookup", [value_name = "MS"];
+        cluster: Vec<String> ["cluster.seeds"] or "none"
+            => "cluster", "NEARBY_CLUSTER",
+            "Redis Cluster seed node URL; repeat, or comma-separate: front a cluster instead of --primary",
+            [value_name = "URL", value_delimiter = ',', hide_env_values = true]
+            debug redact_urls;
         sentinels: Vec<String> ["sentinel.addresses"] or "none"
             => "sentinel", "NEARBY_SENTINELS",
             "Sentinel as HOST:PORT; repeat, or comma-separate: the primary comes from Sentinel",

@@ -125,6 +125,11 @@ pub async fn open(
         out.extend_from_slice(Command::from_args(&[b"CLIENT", b"SETNAME", name]).raw());
         expected += 1;
     }
+    if up.needs_readonly() {
+        // A cluster replica redirects reads with MOVED unless asked.
+        out.extend_from_slice(Command::from_args(&[b"READONLY"]).raw());
+        expected += 1;
+    }
     // With TLS 1.3 the server checks the client certificate after the
     // client considers the handshake done: a PING round trip makes a
     // rejection fail here, as a TLS error, rather than on the first request.

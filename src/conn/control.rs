@@ -15,6 +15,9 @@ pub struct Control {
     stream: upstream::UpstreamStream,
     buf: BytesMut,
     framer: ReplyFramer,
+    /// A request timed out: its reply may still come, and would be taken
+    /// for the next one's. The connection is not used again.
+    broken: bool,
 }
 
 impl Control {
@@ -28,6 +31,7 @@ impl Control {
             stream,
             buf,
             framer: ReplyFramer::new(ReplyLimits::default()),
+            broken: false,
         })
     }
 
@@ -52,6 +56,11 @@ impl Control {
         args: &[&[u8]],
         timeout: Duration,
     ) -> Result<Reply, UpstreamError> {
+        if self.broken {
+            return Err(UpstreamError::Lost(
+                "an earlier request on this connection timed out".into(),
+            ));
+        }
         let cmd = Command::from_args(args);
         let exchange = async {
             self.stream
@@ -72,9 +81,11 @@ impl Control {
                 }
             }
         };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| UpstreamError::Timeout(timeout.as_millis() as u64))?
+        let res = tokio::time::timeout(timeout, exchange).await;
+        if res.is_err() {
+            self.broken = true;
+        }
+        res.map_err(|_| UpstreamError::Timeout(timeout.as_millis() as u64))?
     }
 }
 

@@ -5,6 +5,7 @@ pub mod control;
 pub mod dedicated;
 pub mod event;
 pub mod pipe;
+pub mod plain;
 pub mod pool;
 pub mod resolve;
 pub mod socket;

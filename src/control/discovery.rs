@@ -87,8 +87,9 @@ pub fn plan(
 /// Follows every replica entry whose host is a name; never returns while
 /// there is one. Installs the configured resolver first.
 pub async fn run(env: ControlEnv) {
-    if env.config().sentinel.is_some() {
-        // The sentinels name the replicas; entries only label regions.
+    if env.config().sentinel.is_some() || env.config().cluster.is_some() {
+        // The sentinels (or the cluster) name the servers; entries only
+        // label regions.
         return;
     }
     let mut tasks = tokio::task::JoinSet::new();

@@ -1,5 +1,6 @@
 //! Background tasks that keep the model fresh: probers, the fast offset
 //! poller, server facts, DNS discovery and config reload.
+pub mod cluster;
 pub mod discovery;
 pub mod facts;
 pub mod failover;

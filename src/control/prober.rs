@@ -167,7 +167,12 @@ pub(super) async fn poll_replication(
             }
             // Logged once per change, not every probe.
             let was_master = up.set_claims_master(info.is_master);
-            if !info.is_master && was_master {
+            if up.is_cluster_node() {
+                // The cluster moves roles itself; the slot map follows.
+                if info.is_master != was_master {
+                    tracing::info!(upstream = %up, master = info.is_master, "a cluster node changed role");
+                }
+            } else if !info.is_master && was_master {
                 tracing::warn!(upstream = %up, "the primary says it is a replica: writes wait for a new primary");
             } else if info.is_master && !was_master {
                 tracing::info!(upstream = %up, "the primary is a primary again");
@@ -177,7 +182,11 @@ pub(super) async fn poll_replication(
         }
         Role::Replica => {
             let was_ok = up.set_role_ok(!info.is_master);
-            if info.is_master && was_ok {
+            if up.is_cluster_node() {
+                if info.is_master == was_ok {
+                    tracing::info!(upstream = %up, master = info.is_master, "a cluster node changed role");
+                }
+            } else if info.is_master && was_ok {
                 tracing::warn!(upstream = %up, "configured as a replica but says role:master: excluded from reads");
             } else if !info.is_master && !was_ok {
                 tracing::info!(upstream = %up, "is a replica again: back in the read pool");

@@ -14,18 +14,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use redis_protocol::resp2::types::BytesFrame;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::ControlEnv;
 use super::failover::{self, Want};
 use crate::config::{Config, SentinelConfig};
+use crate::conn::plain::Plain;
 use crate::model::topology::{Topology, Writes};
 use crate::proto::reply::decode_resp2;
-use crate::proto::{Command, Reply, ReplyFramer, ReplyLimits};
 use crate::route::sentinel::{self as views, MasterView, ReplicaView};
 use crate::url::{Host, RedisUrl};
 
@@ -48,12 +45,8 @@ const CHANNELS: &[&str] = &[
     "+role-change",
 ];
 
-/// A plain connection to one sentinel.
-struct Conn {
-    stream: TcpStream,
-    buf: BytesMut,
-    framer: ReplyFramer,
-}
+/// A connection to one sentinel, with the configured AUTH.
+struct Conn;
 
 impl Conn {
     async fn open(
@@ -61,67 +54,14 @@ impl Conn {
         cfg: &SentinelConfig,
         at: &RedisUrl,
         timeout: Duration,
-    ) -> Result<Conn, String> {
-        let stream = env
-            .pipes
-            .connector()
-            .resolver
-            .connect(&at.host, at.port, timeout)
+    ) -> Result<Plain, String> {
+        let auth = cfg
+            .password
+            .as_ref()
+            .map(|p| (cfg.username.as_deref(), p.expose()));
+        Plain::open(env.pipes.connector(), &at.host, at.port, auth, timeout)
             .await
-            .map_err(|e| format!("sentinel {}: {e}", at.host_port()))?;
-        let _ = stream.set_nodelay(true);
-        let mut c = Conn {
-            stream,
-            buf: BytesMut::with_capacity(4096),
-            framer: ReplyFramer::new(ReplyLimits::default()),
-        };
-        if let Some(pass) = &cfg.password {
-            let mut args: Vec<&[u8]> = vec![b"AUTH"];
-            if let Some(user) = &cfg.username {
-                args.push(user.as_bytes());
-            }
-            args.push(pass.expose().as_bytes());
-            let r = c.call(&args, timeout).await?;
-            if r.is_error() {
-                return Err(format!(
-                    "sentinel {}: AUTH refused: {}",
-                    at.host_port(),
-                    String::from_utf8_lossy(&r.raw).trim_end()
-                ));
-            }
-        }
-        Ok(c)
-    }
-
-    async fn send(&mut self, args: &[&[u8]]) -> Result<(), String> {
-        self.stream
-            .write_all(Command::from_args(args).raw())
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    async fn next(&mut self) -> Result<Reply, String> {
-        loop {
-            match self.framer.next(&mut self.buf) {
-                Ok(Some(r)) => return Ok(r),
-                Ok(None) => {}
-                Err(e) => return Err(e.to_string()),
-            }
-            match self.stream.read_buf(&mut self.buf).await {
-                Ok(0) => return Err("closed by the sentinel".into()),
-                Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-    }
-
-    async fn call(&mut self, args: &[&[u8]], timeout: Duration) -> Result<Reply, String> {
-        tokio::time::timeout(timeout, async {
-            self.send(args).await?;
-            self.next().await
-        })
-        .await
-        .map_err(|_| format!("no reply within {} ms", timeout.as_millis()))?
+            .map_err(|e| format!("sentinel {}: {e}", at.host_port()))
     }
 }
 

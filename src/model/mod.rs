@@ -2,6 +2,7 @@
 //! sidecar mirrors from the primary, replication progress and the client
 //! count. No I/O and no tasks.
 pub mod clients;
+pub mod cluster;
 pub mod facts;
 pub mod failover;
 pub mod replication;

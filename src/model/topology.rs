@@ -129,7 +129,14 @@ pub struct TopologyCell {
     /// Primary changes: their source, history and what they put at risk.
     pub failover: super::failover::Failover,
     writer: Mutex<()>,
-    next_id: AtomicUsize,
+}
+
+/// Upstream ids, unique in the process: pipes are keyed by them, and a
+/// cluster has one cell per shard.
+static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
+fn next_id() -> usize {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
 impl TopologyCell {
@@ -139,7 +146,7 @@ impl TopologyCell {
         let cell = TopologyCell {
             snapshot: ArcSwap::from_pointee(Topology {
                 primary: Arc::new(Upstream::new(
-                    0,
+                    next_id(),
                     0,
                     Role::Primary,
                     config.primary.region.clone(),
@@ -150,7 +157,6 @@ impl TopologyCell {
                 writes: initial_writes(config),
             }),
             writer: Mutex::new(()),
-            next_id: AtomicUsize::new(1),
             failover: Default::default(),
         };
         let replicas = config
@@ -166,6 +172,36 @@ impl TopologyCell {
             writes: initial_writes(config),
         }));
         cell
+    }
+
+    /// One shard of a cluster: its primary and replicas (entries 0 and 1..).
+    pub fn for_shard(
+        primary: (&str, &RedisUrl, Option<SocketAddr>),
+        replicas: &[(&str, &RedisUrl, Option<SocketAddr>)],
+    ) -> TopologyCell {
+        let up = |entry, role, (region, url, addr): (&str, &RedisUrl, Option<SocketAddr>)| {
+            Arc::new(Upstream::new(
+                next_id(),
+                entry,
+                role,
+                region.to_string(),
+                url.clone(),
+                addr.or_else(|| literal_addr(url)),
+            ))
+        };
+        TopologyCell {
+            snapshot: ArcSwap::from_pointee(Topology {
+                primary: up(0, Role::Primary, primary),
+                replicas: replicas
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| up(i + 1, Role::Replica, *r))
+                    .collect(),
+                writes: Writes::Open,
+            }),
+            writer: Mutex::new(()),
+            failover: Default::default(),
+        }
     }
 
     pub fn load(&self) -> arc_swap::Guard<Arc<Topology>> {
@@ -187,7 +223,7 @@ impl TopologyCell {
         url: &RedisUrl,
         addr: Option<SocketAddr>,
     ) -> Arc<Upstream> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = next_id();
         Arc::new(Upstream::new(
             id,
             entry,
@@ -282,7 +318,8 @@ mod tests {
             })
             .expect("changed");
         let added: Vec<usize> = change.added().map(|u| u.id).collect();
-        assert_eq!(added, [1]);
+        assert_eq!(added, [change.next.replicas[0].id]);
+        assert_ne!(added[0], first.id);
         assert_eq!(change.removed().count(), 0);
         assert!(Arc::ptr_eq(&cell.load().primary, &first));
         assert!(cell.update(|_| None).is_none());

@@ -57,6 +57,9 @@ pub struct Upstream {
     retired_wake: tokio::sync::Notify,
     /// What its last `INFO replication` said it is (`Claim` as u8).
     claim: AtomicU8,
+    /// A Redis Cluster node: a replica's connections send `READONLY` so
+    /// that it serves reads of its shard's slots.
+    cluster: AtomicBool,
     /// Requests sent and not yet answered, for least-outstanding selection.
     outstanding: AtomicUsize,
     /// Commands Redis may hold for long (scripts, DEBUG, KEYS ...) sent and
@@ -131,6 +134,7 @@ impl Upstream {
             retired: AtomicBool::new(false),
             retired_wake: tokio::sync::Notify::new(),
             claim: AtomicU8::new(Claim::Unknown.as_u8()),
+            cluster: AtomicBool::new(false),
             ever_up: AtomicBool::new(false),
             role_ok: AtomicBool::new(true),
             claims_master: AtomicBool::new(true),
@@ -182,6 +186,19 @@ impl Upstream {
             return;
         }
         wake.await;
+    }
+
+    pub fn set_cluster_node(&self) {
+        self.cluster.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cluster_node(&self) -> bool {
+        self.cluster.load(Ordering::Relaxed)
+    }
+
+    /// A cluster replica: connections to it must send `READONLY`.
+    pub fn needs_readonly(&self) -> bool {
+        self.role == Role::Replica && self.cluster.load(Ordering::Relaxed)
     }
 
     /// Records what the upstream said it is; returns what it said before.

@@ -36,6 +36,17 @@ pub struct Status {
     pub commands_today: u64,
     pub free_commands_per_day: u64,
     pub primary: PrimaryStatus,
+    /// Redis Cluster: each shard, its slot ranges, nodes and read target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ShardStatus {
+    /// `start-end` ranges.
+    pub slots: Vec<String>,
+    pub reads_go_to: ReadTarget,
+    pub upstreams: Vec<UpstreamStatus>,
 }
 
 /// Where the primary comes from and how it last changed.
@@ -146,6 +157,8 @@ pub struct AdminEnv {
     pub topology: Arc<TopologyCell>,
     pub clients: Arc<Clients>,
     pub metrics: Arc<Global>,
+    /// Set when fronting a Redis Cluster.
+    pub cluster: Option<Arc<crate::model::cluster::ClusterCell>>,
 }
 
 impl AdminEnv {
@@ -165,7 +178,20 @@ fn read_counts(env: &AdminEnv) -> HashMap<String, u64> {
 /// Ready when the configured job can be served: the primary confirmed up
 /// (writes) or a usable read target confirmed up.
 pub fn ready(env: &AdminEnv) -> bool {
-    let topo = env.topology.load();
+    if let Some(cluster) = &env.cluster {
+        // Every shard can serve: its primary or a usable replica is up.
+        let state = cluster.load();
+        return !state.shards.is_empty()
+            && state
+                .owner
+                .iter()
+                .all(|&o| o != crate::model::cluster::UNOWNED)
+            && state.shards.iter().all(|c| topology_ready(&c.load()));
+    }
+    topology_ready(&env.topology.load())
+}
+
+fn topology_ready(topo: &Topology) -> bool {
     topo.primary.is_confirmed_up()
         || topo
             .replicas
@@ -200,7 +226,48 @@ pub fn status(env: &AdminEnv, history: &ReadHistory) -> Status {
         commands_today: env.metrics.usage.today(),
         free_commands_per_day: env.metrics.usage.free_per_day(),
         primary: primary_status(env, &topo),
+        shards: shard_status(env, window),
     }
+}
+
+fn shard_status(env: &AdminEnv, window: Duration) -> Vec<ShardStatus> {
+    let Some(cluster) = &env.cluster else {
+        return Vec::new();
+    };
+    let state = cluster.load();
+    let read_from = env.config().routing.read_from;
+    state
+        .shards
+        .iter()
+        .enumerate()
+        .map(|(i, cell)| {
+            let topo = cell.load();
+            let mut slots = Vec::new();
+            let mut start: Option<usize> = None;
+            for s in 0..=state.owner.len() {
+                let mine = state.owner.get(s).is_some_and(|&o| o as usize == i);
+                match (mine, start) {
+                    (true, None) => start = Some(s),
+                    (false, Some(a)) => {
+                        slots.push(format!("{a}-{}", s - 1));
+                        start = None;
+                    }
+                    _ => {}
+                }
+            }
+            let (target, fallback) = topo.read_target(read_from, window, 0, |_| false);
+            ShardStatus {
+                slots,
+                reads_go_to: ReadTarget {
+                    upstream: target.label.clone(),
+                    region: target.region.clone(),
+                    role: target.role.as_str().to_string(),
+                    fallback: fallback.map(|f| f.as_str().to_string()),
+                },
+                upstreams: topo.all().map(|u| upstream_status(u, 0.0)).collect(),
+            }
+        })
+        .collect()
 }
 
 fn primary_status(env: &AdminEnv, topo: &Topology) -> PrimaryStatus {

@@ -34,14 +34,20 @@ impl Session {
         };
         let c = command::classify_full(&self.env.facts.commands(), &cmd);
         let route = c.route;
+        let mut slot_cmd = Some(cmd);
         let cur = Cur {
             kind: c.kind,
             marks_write: self.ryw && c.may_write,
         };
-        if !self.client.authed && !allowed_unauthenticated(&cmd) {
+        let authed = self.client.authed || allowed_unauthenticated(slot_cmd.as_ref().expect("set"));
+        if !authed {
             self.push_done(cur, resp::error("NOAUTH Authentication required."));
             return;
         }
+        if self.env.cluster.is_some() && self.cluster_route(cur, &mut slot_cmd, route) {
+            return;
+        }
+        let cmd = slot_cmd.expect("not taken unless routed");
         if self.pinned() {
             // A RESP3 client subscribed through a replica may run any
             // command meanwhile: those must not go to the replica's
@@ -103,7 +109,7 @@ impl Session {
             }
             Route::Primary => self.send_to_primary(cur, cmd),
             Route::Control => {
-                note_pause(&self.env.topology.load().primary, &cmd);
+                note_pause(&self.shard.load().primary, &cmd);
                 // Never "slow": a KILL to a frozen server must still time out.
                 self.send_primary_pipe(cur, cmd, 0, Proto::Resp2, false);
             }
@@ -211,7 +217,7 @@ impl Session {
             // Queued in MULTI, and a pub/sub reply shape in RESP2.
             Route::Read | Route::Primary | Route::Control => {
                 if route == Route::Control {
-                    note_pause(&self.env.topology.load().primary, &cmd);
+                    note_pause(&self.shard.load().primary, &cmd);
                 }
                 self.send_dedicated(cur, cmd, ONE, Hook::None)
             }
@@ -254,12 +260,13 @@ impl Session {
             Err(None) => return,
             Err(Some(reply)) => return self.push_done(cur, reply),
         };
-        let up = self.env.topology.load().primary.clone();
+        let up = self.shard.load().primary.clone();
         let pipe = self.pipe_at(&up, db, proto);
         let seq = self.new_slot(cur, false, Hook::None);
         let data = cmd.raw().clone();
+        let shard = self.cluster_shard();
         if let Some(slot) = self.slots.get_mut(seq) {
-            slot.retry = Some(Retry::write(cmd, up, cur.kind));
+            slot.retry = Some(Retry::write(cmd, up, cur.kind, shard));
         }
         self.send_pipe(pipe, seq, data, cur.kind, slow);
     }
@@ -315,7 +322,7 @@ impl Session {
     /// The dedicated connection, to the primary: everything stateful but
     /// subscriptions (see `subscribe_from`) lives there.
     pub(super) fn ensure_dedicated(&mut self) {
-        let primary = self.env.topology.load().primary.clone();
+        let primary = self.shard.load().primary.clone();
         self.ensure_dedicated_to(primary);
     }
 
@@ -344,8 +351,7 @@ impl Session {
     }
 
     fn writes_paused(&self) -> bool {
-        self.env
-            .topology
+        self.shard
             .load()
             .primary
             .writes_paused(tokio::time::Instant::now())

@@ -14,6 +14,15 @@ use crate::proto::refusal::Refusal;
 
 impl Session {
     pub(super) fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Reply { seq, data } if seq & super::cluster::SPLIT != 0 => {
+                return self.on_split_event(seq, Some(data), None);
+            }
+            Event::Failed { seq, error } if seq & super::cluster::SPLIT != 0 => {
+                return self.on_split_event(seq, None, Some(&error));
+            }
+            _ => {}
+        }
         if let Event::Reply { seq, .. } | Event::Failed { seq, .. } = &ev
             && self.slots.get_mut(*seq).is_some_and(|s| !s.on_dedicated())
         {
@@ -21,6 +30,12 @@ impl Session {
         }
         match ev {
             Event::Reply { seq, data } => {
+                if self.env.cluster.is_some()
+                    && (data.starts_with(b"-MOVED ") || data.starts_with(b"-ASK "))
+                    && self.try_redirect(seq, &data)
+                {
+                    return;
+                }
                 if let Some(refusal) = Refusal::of(&data)
                     && self.try_reroute(seq, refusal, &data)
                 {

@@ -15,6 +15,7 @@
 //!   sidecar answers itself; `retry`: reads sent elsewhere
 
 mod auth;
+mod cluster;
 mod dispatch;
 mod events;
 mod local;
@@ -67,6 +68,8 @@ pub struct SessionEnv {
     pub metrics: Arc<Global>,
     /// Turns true once on shutdown: stop reading, finish what is in flight.
     pub shutdown: watch::Receiver<bool>,
+    /// Set when fronting a Redis Cluster.
+    pub cluster: Option<Arc<crate::model::cluster::ClusterCell>>,
 }
 
 impl SessionEnv {
@@ -137,10 +140,16 @@ struct Session {
     ryw_generation: u64,
     /// Commands held while writes wait for a new primary.
     park: park::Park,
+    /// The topology the command being routed goes to: the one primary and
+    /// its replicas, or in a cluster the shard of its key.
+    shard: Arc<TopologyCell>,
+    /// Cluster: multi-key commands in flight as parts.
+    splits: Vec<cluster::Split>,
 }
 
 impl Session {
     fn new(env: Arc<SessionEnv>) -> Session {
+        let topology = env.topology.clone();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let id = env.clients.next_id();
         let (client, ryw) = {
@@ -168,6 +177,8 @@ impl Session {
             tracker: Tracker::new(),
             ryw_generation: 0,
             park: park::Park::default(),
+            shard: topology,
+            splits: Vec::new(),
         }
     }
 

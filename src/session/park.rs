@@ -92,7 +92,7 @@ impl Session {
         if kind != Kind::Write {
             return Ok(cmd);
         }
-        match &self.env.topology.load().writes {
+        match &self.shard.load().writes {
             Writes::Open => Ok(cmd),
             Writes::Conflict(text) => Err(Some(resp::error(text))),
             Writes::Waiting => {
@@ -117,7 +117,7 @@ impl Session {
         reply: Bytes,
         not: usize,
     ) {
-        let f = &self.env.topology.failover;
+        let f = &self.shard.failover;
         f.note_refused();
         let checks = f.checks();
         let wait = self.failover_wait();
@@ -140,11 +140,11 @@ impl Session {
         let Some(front) = self.park.queue.front() else {
             return;
         };
-        let topo = self.env.topology.load_full();
+        let topo = self.shard.load_full();
         let ready = match front {
             _ if topo.writes == Writes::Waiting => false,
             Parked::Refused { not, checks, .. } => {
-                topo.primary.id != *not || self.env.topology.failover.checks() >= checks + 2
+                topo.primary.id != *not || self.shard.failover.checks() >= checks + 2
             }
             Parked::Fresh(_) => true,
         };
@@ -172,7 +172,7 @@ impl Session {
                     not,
                     ..
                 } => {
-                    let primary = self.env.topology.load().primary.clone();
+                    let primary = self.shard.load().primary.clone();
                     if self.park.expired || primary.id == not || topo.writes != Writes::Open {
                         self.complete(seq, reply);
                     } else {

@@ -12,7 +12,7 @@ use super::slots::Track;
 use crate::config::{ConsistencyScope, ReadFrom};
 use bytes::Bytes;
 
-use crate::model::topology::{Role, Upstream, Writes};
+use crate::model::topology::{Role, TopologyCell, Upstream, Writes};
 use crate::proto::Command;
 use crate::proto::refusal::Refusal;
 use crate::route::command::{self, Kind};
@@ -26,16 +26,30 @@ pub(super) struct Retry {
     /// for the primary): only a refusal proving it did not run sends it
     /// again, to a new primary (`park`).
     write: Option<Kind>,
+    /// Cluster: MOVED/ASK hops so far, and the shard it was sent to.
+    pub(super) redirects: u8,
+    shard: Option<Arc<TopologyCell>>,
 }
 
 impl Retry {
-    pub(super) fn write(cmd: Command, upstream: Arc<Upstream>, kind: Kind) -> Retry {
+    pub(super) fn write(
+        cmd: Command,
+        upstream: Arc<Upstream>,
+        kind: Kind,
+        shard: Option<Arc<TopologyCell>>,
+    ) -> Retry {
         Retry {
             cmd,
             tried: Tried::default(),
             upstream,
             write: Some(kind),
+            redirects: 0,
+            shard,
         }
+    }
+
+    pub(super) fn command(&self) -> &Command {
+        &self.cmd
     }
 }
 
@@ -77,6 +91,7 @@ impl Session {
         kind: Kind,
     ) {
         tried.push(up.id);
+        let shard = self.cluster_shard();
         let pipe = self.pipe_for(&up);
         let data = cmd.raw().clone();
         let slow = command::is_slow(cmd.name());
@@ -88,6 +103,8 @@ impl Session {
                 tried,
                 upstream: up,
                 write: None,
+                redirects: 0,
+                shard,
             });
         }
         self.send_pipe(pipe, seq, data, kind, slow);
@@ -109,7 +126,7 @@ impl Session {
             // while a failover is already under way.
             let stepped_down = refusal == Refusal::ReadOnly
                 || (matches!(refusal, Refusal::Loading | Refusal::MasterDown)
-                    && self.env.topology.load().writes != Writes::Open);
+                    && self.shard.load().writes != Writes::Open);
             let following = {
                 let c = self.env.config();
                 c.sentinel.is_some() || c.failover.follow_role == crate::config::FollowRole::On
@@ -130,7 +147,10 @@ impl Session {
             self.env.facts.commands.store(Arc::new(learned));
             tracing::info!(command = %String::from_utf8_lossy(retry.cmd.name()), "replica refused a write: routing this command to the primary from now on");
         }
-        let primary = self.env.topology.load().primary.clone();
+        if let Some(s) = retry.shard {
+            self.shard = s;
+        }
+        let primary = self.shard.load().primary.clone();
         self.send_read(seq, retry.cmd, primary, retry.tried, Kind::Read);
         true
     }
@@ -146,6 +166,9 @@ impl Session {
         if !retry.tried.may_retry() {
             return false;
         }
+        if let Some(s) = retry.shard.clone() {
+            self.shard = s;
+        }
         let next = self.pick_read(retry.tried.as_slice());
         if retry.tried.as_slice().contains(&next.id) {
             return false;
@@ -154,10 +177,16 @@ impl Session {
         true
     }
 
+    /// The shard this command goes to, in cluster mode (kept with its
+    /// retry, since replies come back after other commands moved it).
+    pub(super) fn cluster_shard(&self) -> Option<Arc<TopologyCell>> {
+        self.env.cluster.as_ref().map(|_| self.shard.clone())
+    }
+
     /// Where this session's next read goes. `tried` lists upstreams that
     /// already failed the request.
     pub(super) fn pick_read(&mut self, tried: &[usize]) -> Arc<Upstream> {
-        let topo = self.env.topology.load();
+        let topo = self.shard.load();
         let config = self.env.config();
         let window = Duration::from_millis(config.routing.latency_window_ms);
         if config.routing.read_from == ReadFrom::Primary || topo.replicas.is_empty() {

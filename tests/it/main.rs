@@ -16,6 +16,7 @@ mod common;
 mod bad_input;
 mod cli;
 mod clients;
+mod cluster;
 mod cluster_harness;
 mod consistency;
 mod consistency_bench;

@@ -1,0 +1,403 @@
+//! A session in front of a Redis Cluster, for an app that does not know it
+//! is one: each command goes to the shard of its key's slot (reads to that
+//! shard's nearest usable node), multi-key commands spanning slots are
+//! split and their replies merged as one Redis would answer, `MOVED` and
+//! `ASK` are followed, and cluster-aware clients see the sidecar as one
+//! node owning every slot.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{Cur, Session};
+use crate::conn::control::Control;
+use crate::conn::event::Event;
+use crate::model::topology::{TopologyCell, Upstream};
+use crate::proto::Command;
+use crate::proto::encode as resp;
+use crate::route::cluster::facade;
+use crate::route::cluster::redirect::{self, Redirect};
+use crate::route::cluster::slot::key_slot;
+use crate::route::cluster::split::{self, Plan};
+use crate::route::command::{self, Kind, Route};
+
+/// Sub-requests of a split command carry this bit in their sequence
+/// number: `SPLIT | client_seq << 8 | part`.
+pub(super) const SPLIT: u64 = 1 << 62;
+
+/// At most this many MOVED hops per request.
+const MAX_REDIRECTS: u8 = 2;
+
+/// A multi-key command in flight as parts.
+pub(super) struct Split {
+    seq: u64,
+    plan: Plan,
+    replies: Vec<Option<Bytes>>,
+    redirects: Vec<u8>,
+    failed: bool,
+}
+
+/// Where the first key of `cmd` is, if it has one (0: no key).
+fn first_key(cmd: &Command) -> usize {
+    let name = cmd.name();
+    let eq = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    if [
+        "EVAL",
+        "EVALSHA",
+        "EVAL_RO",
+        "EVALSHA_RO",
+        "FCALL",
+        "FCALL_RO",
+    ]
+    .iter()
+    .any(|n| eq(n))
+    {
+        let numkeys = cmd.arg(2).and_then(crate::proto::parse_ll).unwrap_or(0);
+        return if numkeys > 0 { 3 } else { 0 };
+    }
+    if eq("XREAD") || eq("XREADGROUP") {
+        return (1..cmd.argc())
+            .find(|&i| cmd.arg_eq(i, "STREAMS"))
+            .map_or(0, |i| i + 1);
+    }
+    const KEYLESS: &[&str] = &[
+        "PING",
+        "ECHO",
+        "INFO",
+        "DBSIZE",
+        "KEYS",
+        "SCAN",
+        "RANDOMKEY",
+        "TIME",
+        "CONFIG",
+        "CLIENT",
+        "COMMAND",
+        "SCRIPT",
+        "FUNCTION",
+        "FLUSHALL",
+        "FLUSHDB",
+        "MULTI",
+        "EXEC",
+        "DISCARD",
+        "UNWATCH",
+        "SUBSCRIBE",
+        "PSUBSCRIBE",
+        "UNSUBSCRIBE",
+        "PUNSUBSCRIBE",
+        "PUBLISH",
+        "PUBSUB",
+        "HELLO",
+        "AUTH",
+        "SELECT",
+        "QUIT",
+        "RESET",
+        "LASTSAVE",
+        "SAVE",
+        "BGSAVE",
+        "WAIT",
+        "SLOWLOG",
+        "LATENCY",
+        "MEMORY",
+        "MONITOR",
+        "DEBUG",
+        "ROLE",
+        "LOLWUT",
+        "SWAPDB",
+        "ACL",
+        "BGREWRITEAOF",
+        "SHUTDOWN",
+        "FAILOVER",
+        "REPLICAOF",
+        "SLAVEOF",
+        "OBJECT",
+        "READONLY",
+        "READWRITE",
+        "ASKING",
+    ];
+    if KEYLESS.iter().any(|n| eq(n)) {
+        // OBJECT and MEMORY have a key after their subcommand.
+        if (eq("OBJECT") || eq("MEMORY")) && cmd.argc() > 2 {
+            return 2;
+        }
+        return 0;
+    }
+    if cmd.argc() > 1 { 1 } else { 0 }
+}
+
+impl Session {
+    /// Routes `cmd` in cluster mode: answers what the sidecar answers,
+    /// splits what spans slots, and otherwise points `self.shard` at the
+    /// shard of its key. True when `cmd` was dealt with here.
+    pub(super) fn cluster_route(
+        &mut self,
+        cur: Cur,
+        cmd: &mut Option<Command>,
+        route: Route,
+    ) -> bool {
+        let Some(cluster) = self.env.cluster.clone() else {
+            return false;
+        };
+        let c = cmd.as_ref().expect("a command");
+        if c.name_eq("CLUSTER") {
+            if let Some(reply) = self.cluster_facade(c) {
+                self.push_done(cur, reply);
+                return true;
+            }
+        } else if c.name_eq("READONLY") || c.name_eq("READWRITE") || c.name_eq("ASKING") {
+            self.push_done(cur, resp::ok());
+            return true;
+        } else if c.name_eq("SELECT") && !c.arg_eq(1, "0") {
+            self.push_done(
+                cur,
+                resp::error("ERR SELECT is not allowed in cluster mode"),
+            );
+            return true;
+        }
+        let state = cluster.load();
+        if c.name_eq("MSETNX")
+            && split::single_slot((1..c.argc()).step_by(2).filter_map(|i| c.arg(i))).is_err()
+        {
+            self.push_done(cur, split::crossslot_error());
+            return true;
+        }
+        if matches!(route, Route::Read | Route::Primary) {
+            match split::plan(c) {
+                Err(reply) => {
+                    self.push_done(cur, reply);
+                    return true;
+                }
+                Ok(Some(plan)) => {
+                    let cmd = cmd.take().expect("a command");
+                    let kind = if matches!(route, Route::Read) {
+                        Kind::Read
+                    } else {
+                        Kind::Write
+                    };
+                    self.send_split(cur, cmd, plan, kind);
+                    return true;
+                }
+                Ok(None) => {}
+            }
+        }
+        let i = first_key(c);
+        let shard = match c.arg(i).filter(|_| i > 0) {
+            Some(key) => state.shard_of(key_slot(key)).cloned(),
+            None => state.any().cloned(),
+        };
+        match shard {
+            Some(s) => {
+                self.shard = s;
+                false
+            }
+            None => {
+                self.push_done(cur, resp::error("CLUSTERDOWN Hash slot not served"));
+                true
+            }
+        }
+    }
+
+    fn cluster_facade(&self, cmd: &Command) -> Option<Bytes> {
+        let listen = self.env.config().listen;
+        let host = listen.ip().to_string();
+        let port = listen.port();
+        let id = facade::myid(&listen.to_string());
+        let sub = |s: &str| cmd.arg_eq(1, s);
+        Some(if sub("SLOTS") {
+            facade::cluster_slots(&host, port, &id)
+        } else if sub("SHARDS") {
+            facade::cluster_shards(&host, port, &id)
+        } else if sub("NODES") {
+            facade::cluster_nodes(&host, port, &id)
+        } else if sub("INFO") {
+            facade::cluster_info()
+        } else if sub("MYID") {
+            resp::bulk(id.as_bytes())
+        } else if sub("KEYSLOT") && cmd.argc() == 3 {
+            resp::integer(key_slot(cmd.arg(2)?) as i64)
+        } else {
+            return None;
+        })
+    }
+
+    /// Sends each part of `plan` to its shard; the client's slot is filled
+    /// once every part answered.
+    fn send_split(&mut self, cur: Cur, cmd: Command, plan: Plan, kind: Kind) {
+        let _ = cmd;
+        let seq = self.new_slot(cur, false, super::slots::Hook::None);
+        let n = plan.parts.len();
+        let state = self.env.cluster.as_ref().expect("cluster").load_full();
+        let mut targets = Vec::with_capacity(n);
+        for part in &plan.parts {
+            let cell = state.shard_of(part.slot).cloned();
+            targets.push(cell);
+        }
+        self.splits.push(Split {
+            seq,
+            plan,
+            replies: vec![None; n],
+            redirects: vec![0; n],
+            failed: false,
+        });
+        for (i, cell) in targets.into_iter().enumerate() {
+            let Some(cell) = cell else {
+                self.split_failed(seq, "CLUSTERDOWN Hash slot not served");
+                return;
+            };
+            self.shard = cell;
+            let up = if kind == Kind::Read {
+                self.pick_read(&[])
+            } else {
+                self.shard.load().primary.clone()
+            };
+            let data = self.splits.last().expect("just pushed").plan.parts[i]
+                .command
+                .raw()
+                .clone();
+            let pipe = self.pipe_for(&up);
+            self.send_pipe(pipe, SPLIT | (seq << 8) | i as u64, data, kind, false);
+        }
+    }
+
+    fn split_failed(&mut self, seq: u64, error: &str) {
+        if let Some(s) = self.splits.iter_mut().find(|s| s.seq == seq)
+            && !s.failed
+        {
+            s.failed = true;
+            self.complete(seq, resp::error(error));
+        }
+    }
+
+    /// A reply (or a failure: `data` None) for a split part.
+    pub(super) fn on_split_event(&mut self, tagged: u64, data: Option<Bytes>, error: Option<&str>) {
+        self.shared_waiting = self.shared_waiting.saturating_sub(1);
+        let seq = (tagged & !SPLIT) >> 8;
+        let part = (tagged & 0xff) as usize;
+        let Some(pos) = self.splits.iter().position(|s| s.seq == seq) else {
+            return;
+        };
+        if let Some(d) = &data
+            && let Some(r) = redirect::parse_redirect(d)
+            && self.splits[pos].redirects[part] < MAX_REDIRECTS
+        {
+            self.splits[pos].redirects[part] += 1;
+            let cmd = self.splits[pos].plan.parts[part].command.clone();
+            if self.follow_redirect(tagged, &cmd, &r) {
+                return;
+            }
+        }
+        let s = &mut self.splits[pos];
+        match (data, error) {
+            (Some(d), _) => s.replies[part] = Some(d),
+            (None, e) => {
+                let e = format!("ERR nearby: {}", e.unwrap_or("lost"));
+                self.split_failed(seq, &e);
+            }
+        }
+        let s = &self.splits[pos];
+        if s.replies.iter().all(Option::is_some) {
+            let s = self.splits.swap_remove(pos);
+            if !s.failed {
+                let replies: Vec<Bytes> = s.replies.into_iter().map(|r| r.expect("all")).collect();
+                let merged = split::merge(&s.plan, replies);
+                self.complete(s.seq, merged);
+            }
+        } else if s.failed && s.replies.iter().filter(|r| r.is_none()).count() == 0 {
+            self.splits.swap_remove(pos);
+        }
+    }
+
+    /// A reply that redirects (`MOVED`, `ASK`) request `seq`: sends it where
+    /// the cluster says. True when it was sent again.
+    pub(super) fn try_redirect(&mut self, seq: u64, data: &Bytes) -> bool {
+        let Some(r) = redirect::parse_redirect(data) else {
+            return false;
+        };
+        let Some(slot) = self.slots.get_mut(seq) else {
+            return false;
+        };
+        let Some(retry) = slot.retry.as_mut() else {
+            return false;
+        };
+        if retry.redirects >= MAX_REDIRECTS {
+            return false;
+        }
+        retry.redirects += 1;
+        let cmd = retry.command().clone();
+        self.follow_redirect(seq, &cmd, &r)
+    }
+
+    /// Sends `cmd` (request `seq`) to the node `r` names: on MOVED over its
+    /// shared pipe (and the map is refreshed), on ASK over a connection of
+    /// its own, after `ASKING`.
+    fn follow_redirect(&mut self, seq: u64, cmd: &Command, r: &Redirect) -> bool {
+        let Some(cluster) = self.env.cluster.clone() else {
+            return false;
+        };
+        let (host, port, ask) = match r {
+            Redirect::Moved { host, port, .. } => (host, *port, false),
+            Redirect::Ask { host, port, .. } => (host, *port, true),
+        };
+        if !ask {
+            cluster.refresh.notify_one();
+        }
+        let label = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let state = cluster.load_full();
+        let mut found: Option<(Arc<TopologyCell>, Arc<Upstream>)> = None;
+        for cell in &state.shards {
+            if let Some(up) = cell
+                .load()
+                .all()
+                .find(|u| u.url.host_port() == label || u.label == label)
+            {
+                found = Some((cell.clone(), up.clone()));
+                break;
+            }
+        }
+        let Some((cell, up)) = found else {
+            return false;
+        };
+        if ask {
+            self.ask(seq, cmd, up);
+            return true;
+        }
+        // The node the cluster names owns the slot now, whatever role the
+        // map (refreshing meanwhile) last gave it.
+        self.shard = cell;
+        let pipe = self.pipe_for(&up);
+        let slow = command::is_slow(cmd.name());
+        let kind = Kind::Other;
+        self.send_pipe(pipe, seq, cmd.raw().clone(), kind, slow);
+        true
+    }
+
+    /// `ASKING` then `cmd` on a connection to `up` of their own (a shared
+    /// pipe would let another client's command run in between).
+    fn ask(&mut self, seq: u64, cmd: &Command, up: Arc<Upstream>) {
+        let events = self.events_tx.clone();
+        let connector = self.env.pipes.connector().clone();
+        let timeout = self.env.pipes.timeouts().request;
+        let args: Vec<Vec<u8>> = cmd.args().map(<[u8]>::to_vec).collect();
+        self.shared_waiting += 1;
+        tokio::spawn(async move {
+            let res = async {
+                let mut c = Control::open(&connector, &up, timeout).await?;
+                c.call(&[b"ASKING"], timeout).await?;
+                let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+                c.call(&refs, timeout).await
+            }
+            .await;
+            let ev = match res {
+                Ok(r) => Event::Reply { seq, data: r.raw },
+                Err(e) => Event::Failed {
+                    seq,
+                    error: Arc::from(format!("{up}: {e}")),
+                },
+            };
+            let _ = events.send(ev);
+        });
+    }
+}

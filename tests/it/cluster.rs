@@ -1,0 +1,252 @@
+//! The sidecar in front of a real Redis Cluster (3 primaries × 2 replicas,
+//! `common::redis_cluster`), for apps that do not know it is one: keys of
+//! every slot through one plain connection, reads from each shard's
+//! replicas, multi-key commands split and merged byte for byte as one
+//! Redis answers, a cluster-aware client (redis-py `RedisCluster`) and a
+//! plain one, slots migrated and a shard failed over under load.
+
+use std::process::Command as Process;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::common::redis_cluster::RedisCluster;
+use crate::common::{Nearby, RawConn, RedisServer};
+
+/// A sidecar with `--cluster` seeds (two of the nodes).
+fn sidecar(cluster: &RedisCluster, extra: &[&str]) -> Nearby {
+    let seeds = cluster.seed_urls();
+    let mut args = vec![
+        "--cluster",
+        &seeds[0],
+        "--cluster",
+        &seeds[1],
+        "--latency-window-ms",
+        "50",
+        "--probe-interval-ms",
+        "200",
+    ];
+    args.extend_from_slice(extra);
+    let nearby = Nearby::start(&args);
+    let ready = crate::common::wait_until(Duration::from_secs(10), || {
+        nearby
+            .http_get("/readyz")
+            .is_ok_and(|(code, _)| code == 200)
+    });
+    assert!(ready, "the sidecar never became ready:\n{}", nearby.log());
+    nearby
+}
+
+fn gets(node: &crate::common::redis_cluster::ClusterNode) -> u64 {
+    node.info("commandstats")
+        .get("cmdstat_get")
+        .and_then(|v| v.split(',').find_map(|f| f.strip_prefix("calls=")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn every_slot_through_one_plain_connection_reads_from_each_shards_replicas() {
+    let cluster = RedisCluster::start(3, 2);
+    let nearby = sidecar(&cluster, &[]);
+    let mut c = RawConn::connect(nearby.port);
+    // 600 keys over every shard.
+    for i in 0..600 {
+        let k = format!("key:{i}");
+        assert_eq!(c.cmd(&["SET", &k, &i.to_string()]), b"+OK\r\n", "{k}");
+    }
+    for n in &cluster.nodes {
+        n.query(&["CONFIG", "RESETSTAT"]);
+    }
+    for i in 0..600 {
+        let k = format!("key:{i}");
+        let v = i.to_string();
+        let want = format!("${}\r\n{v}\r\n", v.len());
+        // A replica may lag a moment behind the write.
+        let got = c.cmd(&["GET", &k]);
+        if got != want.as_bytes() {
+            thread::sleep(Duration::from_millis(50));
+            assert_eq!(String::from_utf8_lossy(&c.cmd(&["GET", &k])), want, "{k}");
+        }
+    }
+    // Every shard's reads went to its replicas, none to its primary.
+    for p in cluster.primaries() {
+        let on_primary = gets(p);
+        let on_replicas: u64 = cluster.replicas_of(p).iter().map(|r| gets(r)).sum();
+        assert!(
+            on_replicas >= 150 && on_primary * 20 <= on_replicas,
+            "shard of {}: {on_primary} reads on the primary, {on_replicas} on replicas",
+            p.port
+        );
+    }
+    // Keys of one slot stay together, as in Redis.
+    assert_eq!(c.cmd(&["SET", "{user1}.a", "1"]), b"+OK\r\n");
+    assert_eq!(c.cmd(&["RENAME", "{user1}.a", "{user1}.b"]), b"+OK\r\n");
+    // SELECT is refused as Redis Cluster refuses it.
+    assert_eq!(
+        c.cmd(&["SELECT", "1"]),
+        b"-ERR SELECT is not allowed in cluster mode\r\n"
+    );
+    assert_eq!(c.cmd(&["SELECT", "0"]), b"+OK\r\n");
+}
+
+#[test]
+fn multi_key_commands_across_slots_answer_as_one_redis() {
+    let cluster = RedisCluster::start(3, 1);
+    let nearby = sidecar(&cluster, &[]);
+    let single = RedisServer::start();
+    let mut c = RawConn::connect(nearby.port);
+    let mut d = RawConn::connect(single.port);
+    // Keys on all three shards, one missing.
+    let keys = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    let both = |c: &mut RawConn, d: &mut RawConn, args: &[&str]| {
+        let (x, y) = (c.cmd(args), d.cmd(args));
+        assert_eq!(
+            String::from_utf8_lossy(&x),
+            String::from_utf8_lossy(&y),
+            "{args:?}"
+        );
+    };
+    let mut mset = vec!["MSET"];
+    for k in &keys[..7] {
+        mset.push(k);
+        mset.push(k);
+    }
+    both(&mut c, &mut d, &mset);
+    thread::sleep(Duration::from_millis(100));
+    let mut mget = vec!["MGET"];
+    mget.extend_from_slice(&keys);
+    both(&mut c, &mut d, &mget);
+    let mut exists = vec!["EXISTS"];
+    exists.extend_from_slice(&keys);
+    exists.push("a");
+    both(&mut c, &mut d, &exists);
+    let mut touch = vec!["TOUCH"];
+    touch.extend_from_slice(&keys);
+    both(&mut c, &mut d, &touch);
+    both(&mut c, &mut d, &["DEL", "a", "b", "zzz", "c"]);
+    both(&mut c, &mut d, &["UNLINK", "d", "e", "nope"]);
+    both(&mut c, &mut d, &mget);
+    both(&mut c, &mut d, &["MGET"]);
+    both(&mut c, &mut d, &["MSET", "a"]);
+    // MSETNX only within one slot; across slots Redis Cluster's own error.
+    assert_eq!(
+        c.cmd(&["MSETNX", "a", "1", "b", "2"]),
+        b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+    );
+    assert_eq!(c.cmd(&["MSETNX", "{t}a", "1", "{t}b", "2"]), b":1\r\n");
+}
+
+#[test]
+fn a_cluster_aware_client_and_a_plain_one_both_work() {
+    let cluster = RedisCluster::start(3, 1);
+    let nearby = sidecar(&cluster, &[]);
+    let script = format!(
+        r#"
+import redis
+from redis.cluster import RedisCluster
+rc = RedisCluster(host="127.0.0.1", port={port})
+nodes = rc.get_nodes()
+assert len(nodes) == 1, nodes
+for i in range(200):
+    rc.set(f"rc:{{i}}", i)
+assert [int(rc.get(f"rc:{{i}}")) for i in range(200)] == list(range(200))
+assert rc.mget_nonatomic([f"rc:{{i}}" for i in range(10)]) == [str(i).encode() for i in range(10)]
+plain = redis.Redis(host="127.0.0.1", port={port})
+assert plain.mget([f"rc:{{i}}" for i in range(50)]) == [str(i).encode() for i in range(50)]
+assert plain.delete(*[f"rc:{{i}}" for i in range(100)]) == 100
+assert plain.exists(*[f"rc:{{i}}" for i in range(200)]) == 100
+print("ok")
+"#,
+        port = nearby.port
+    );
+    let out = Process::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "stdout: {}\nstderr: {}\nsidecar:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        nearby.log()
+    );
+}
+
+/// 20 clients INCRing their own counters (spread over every shard) and
+/// reading them back, until stopped; returns (acked per client, errors).
+fn load(port: u16, stop: Arc<AtomicBool>) -> Vec<thread::JoinHandle<(u64, Vec<String>)>> {
+    (0..20)
+        .map(|n| {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let mut c = RawConn::connect(port);
+                let (mut acked, mut errors) = (0u64, Vec::new());
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let key = format!("ctr:{n}:{}", acked % 7);
+                    let r = c.cmd(&["INCR", &key]);
+                    if r.first() == Some(&b':') {
+                        acked += 1;
+                    } else {
+                        errors.push(String::from_utf8_lossy(&r).into_owned());
+                    }
+                    let r = c.cmd(&["GET", &key]);
+                    if r.first() != Some(&b'$') {
+                        errors.push(String::from_utf8_lossy(&r).into_owned());
+                    }
+                    thread::sleep(Duration::from_millis(2));
+                }
+                (acked, errors)
+            })
+        })
+        .collect()
+}
+
+/// The sum of every client's counters, read through a fresh connection.
+fn total(port: u16) -> u64 {
+    let mut c = RawConn::connect(port);
+    let mut sum = 0;
+    for n in 0..20 {
+        for j in 0..7 {
+            let r = c.cmd(&["GET", &format!("ctr:{n}:{j}")]);
+            let text = String::from_utf8_lossy(&r).into_owned();
+            sum += text
+                .lines()
+                .nth(1)
+                .and_then(|l| l.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    sum
+}
+
+#[test]
+fn slots_migrated_and_a_shard_failed_over_under_load_cost_no_client_error() {
+    let cluster = RedisCluster::start(3, 1);
+    let nearby = sidecar(&cluster, &[]);
+    nearby.expect_log("WARN", "upstream is down");
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = load(nearby.port, stop.clone());
+    thread::sleep(Duration::from_millis(500));
+    let primaries = cluster.primaries();
+    let moved = cluster.reshard(primaries[0], primaries[1], 1000);
+    assert_eq!(moved.len(), 1000);
+    thread::sleep(Duration::from_millis(500));
+    let replica = cluster.replicas_of(primaries[2])[0];
+    cluster.failover(replica);
+    thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = 0;
+    for t in threads {
+        let (a, errors) = t.join().expect("client");
+        assert!(errors.is_empty(), "client errors: {errors:?}");
+        acked += a;
+    }
+    assert!(acked > 500, "the load barely ran: {acked}");
+    // Every acknowledged INCR is there (reads may lag: wait for replicas).
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(total(nearby.port), acked);
+}
