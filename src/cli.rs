@@ -42,7 +42,11 @@ pub struct StatusArgs {
 }
 
 #[derive(clap::Args, Debug, Clone)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct LabArgs {
+    /// Act on a running lab instead of starting one
+    #[command(subcommand)]
+    pub action: Option<LabAction>,
     /// Address the lab's sidecar listens on
     #[arg(long, default_value = "127.0.0.1:6379", value_name = "ADDR")]
     pub listen: String,
@@ -61,6 +65,29 @@ pub struct LabArgs {
     /// Print the table this often, in ms (0: never)
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     pub table_ms: u64,
+    /// Also start three Redis Sentinels watching the primary as `mymaster`; the sidecar follows them
+    #[arg(long)]
+    pub sentinel: bool,
+    /// Port of the first sentinel; the other two take the next two ports
+    #[arg(
+        long,
+        default_value_t = 26379,
+        value_name = "N",
+        requires = "sentinel",
+        value_parser = clap::value_parser!(u16).range(1..=65533)
+    )]
+    pub sentinel_port: u16,
+}
+
+/// What `nearby lab <action>` does to a running lab.
+#[derive(clap::Subcommand, Debug, Clone, PartialEq)]
+pub enum LabAction {
+    /// Ask a lab sentinel to fail the primary over (SENTINEL FAILOVER mymaster)
+    Failover {
+        /// The sentinel to ask, HOST:PORT
+        #[arg(long, default_value = "127.0.0.1:26379", value_name = "ADDR")]
+        sentinel: String,
+    },
 }
 
 pub use crate::config::ConfigArgs;
@@ -245,6 +272,47 @@ mod tests {
         assert!(a.replicas.is_empty());
         assert!(!a.allow_unauthenticated);
         assert_eq!(a.listen, None);
+    }
+
+    fn lab_args(args: &[&str]) -> Result<LabArgs, clap::Error> {
+        let mut argv = vec!["nearby", "lab"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Lab(a) => Ok(a),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn lab_sentinel_flags_and_failover_action() {
+        let a = lab_args(&[]).unwrap();
+        assert!(!a.sentinel && a.action.is_none());
+        assert_eq!(a.sentinel_port, 26379);
+        let a = lab_args(&["--sentinel", "--sentinel-port", "27000"]).unwrap();
+        assert!(a.sentinel);
+        assert_eq!(a.sentinel_port, 27000);
+        // --sentinel-port means nothing without --sentinel; the three ports
+        // must fit.
+        assert!(lab_args(&["--sentinel-port", "27000"]).is_err());
+        assert!(lab_args(&["--sentinel", "--sentinel-port", "65534"]).is_err());
+        assert!(lab_args(&["--sentinel", "--sentinel-port", "0"]).is_err());
+
+        let a = lab_args(&["failover"]).unwrap();
+        assert_eq!(
+            a.action,
+            Some(LabAction::Failover {
+                sentinel: "127.0.0.1:26379".into()
+            })
+        );
+        let a = lab_args(&["failover", "--sentinel", "127.0.0.1:27001"]).unwrap();
+        assert_eq!(
+            a.action,
+            Some(LabAction::Failover {
+                sentinel: "127.0.0.1:27001".into()
+            })
+        );
+        // Options that start a lab do not go with an action.
+        assert!(lab_args(&["--regions", "a=1,b=2", "failover"]).is_err());
     }
 
     #[test]

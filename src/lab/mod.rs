@@ -2,8 +2,12 @@
 //! on loopback (a primary region and replica regions via REPLICAOF), each
 //! behind the region simulator, the sidecar in front, and a live table.
 //! Ctrl-C or SIGTERM stops everything it started and removes its files.
+//! With `--sentinel`, three Redis Sentinels watch the primary and the
+//! sidecar follows them ([`sentinel`]); `nearby lab failover` asks one to
+//! fail over.
 
 pub mod relay;
+pub mod sentinel;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-use crate::cli::{ConfigArgs, LabArgs};
+use crate::cli::{ConfigArgs, LabAction, LabArgs};
 use crate::config::Config;
 use crate::lab::relay::Relay;
 use crate::proto::{Command as Cmd, ReplyFramer, ReplyLimits};
@@ -80,24 +84,47 @@ struct Server {
     region: Region,
     port: u16,
     child: Child,
+    /// The region's relay in front of the server: how the sidecar (and the
+    /// sentinels) reach it, `region.rtt` away.
+    front: Relay,
 }
 
-/// Starts a redis-server on a free port and waits until it answers. The
-/// port is free when picked but another process may take it before Redis
-/// binds it: then Redis exits, and another port is tried.
+impl Server {
+    fn front_addr(&self) -> SocketAddr {
+        self.front.local_addr()
+    }
+}
+
+/// Starts a redis-server on a free port, with its front relay, and waits
+/// until it answers. The port is chosen first and the relay started to it,
+/// so that with `announce` the server can give the relay's port as its
+/// replica address (`--replica-announce-port`): the sentinels then find it
+/// there. The port is free when picked but another process may take it
+/// before Redis binds it: then Redis exits, and another port is tried.
+///
+/// Every server gets a (first empty) config file in its directory, so that
+/// `CONFIG REWRITE` (a sentinel sends one with each `REPLICAOF`) works.
 async fn start_redis(
     bin: &Path,
     dir: &Path,
     region: &Region,
     replica_of: Option<SocketAddr>,
+    announce: bool,
 ) -> Result<Server, String> {
     let mut last = String::new();
+    let rdir = dir.join(&region.name);
+    std::fs::create_dir_all(&rdir).map_err(|e| e.to_string())?;
+    let conf = rdir.join("redis.conf");
+    std::fs::write(&conf, "").map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
     for _ in 0..5 {
         let port = free_port().map_err(|e| e.to_string())?;
-        let rdir = dir.join(&region.name);
-        std::fs::create_dir_all(&rdir).map_err(|e| e.to_string())?;
+        let target: SocketAddr = ([127, 0, 0, 1], port).into();
+        let front = Relay::start(([127, 0, 0, 1], 0).into(), target, region.rtt)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut cmd = Command::new(bin);
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        cmd.arg(&conf)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .args(["--repl-diskless-sync-delay", "0"])
             .arg("--dir")
@@ -110,6 +137,11 @@ async fn start_redis(
             .kill_on_drop(true);
         if let Some(p) = replica_of {
             cmd.args(["--replicaof", &p.ip().to_string(), &p.port().to_string()]);
+        }
+        if announce {
+            let f = front.local_addr();
+            cmd.args(["--replica-announce-ip", &f.ip().to_string()])
+                .args(["--replica-announce-port", &f.port().to_string()]);
         }
         let mut child = cmd
             .spawn()
@@ -133,6 +165,7 @@ async fn start_redis(
                     region: region.clone(),
                     port,
                     child,
+                    front,
                 });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -148,20 +181,32 @@ async fn start_redis(
     Err(last)
 }
 
-/// One command on a fresh connection; the reply's text.
+/// One command on a fresh connection to 127.0.0.1; the reply's text.
 async fn query(port: u16, args: &[&[u8]]) -> std::io::Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
-    s.write_all(Cmd::from_args(args).raw()).await?;
-    let mut buf = BytesMut::new();
-    let mut framer = ReplyFramer::new(ReplyLimits::default());
-    loop {
-        if let Some(r) = framer.next(&mut buf).map_err(std::io::Error::other)? {
-            return Ok(String::from_utf8_lossy(&r.raw).into_owned());
+    let raw = query_addr(&format!("127.0.0.1:{port}"), args).await?;
+    Ok(String::from_utf8_lossy(&raw).into_owned())
+}
+
+/// One command on a fresh connection to `addr` (HOST:PORT); the raw reply.
+/// Gives up after 3 s.
+async fn query_addr(addr: &str, args: &[&[u8]]) -> std::io::Result<Vec<u8>> {
+    let exchange = async {
+        let mut s = TcpStream::connect(addr).await?;
+        s.write_all(Cmd::from_args(args).raw()).await?;
+        let mut buf = BytesMut::new();
+        let mut framer = ReplyFramer::new(ReplyLimits::default());
+        loop {
+            if let Some(r) = framer.next(&mut buf).map_err(std::io::Error::other)? {
+                return Ok(r.raw.to_vec());
+            }
+            if s.read_buf(&mut buf).await? == 0 {
+                return Err(std::io::Error::other("closed"));
+            }
         }
-        if s.read_buf(&mut buf).await? == 0 {
-            return Err(std::io::Error::other("closed"));
-        }
-    }
+    };
+    tokio::time::timeout(Duration::from_secs(3), exchange)
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::other("no reply within 3 s")))
 }
 
 async fn wait_for(
@@ -184,6 +229,9 @@ async fn wait_for(
 
 /// Runs the lab; returns the process exit code.
 pub async fn run(args: LabArgs) -> u8 {
+    if let Some(LabAction::Failover { sentinel }) = &args.action {
+        return sentinel::failover(sentinel).await;
+    }
     let Some(bin) = find_on_path("redis-server") else {
         eprintln!(
             "nearby lab: redis-server is not installed. Install it with `sudo apt-get install -y redis-server` (scripts/lab.sh does this for you)."
@@ -213,20 +261,34 @@ async fn lab(args: &LabArgs, bin: &Path, dir: &Path, regions: &[Region]) -> Resu
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let any = "127.0.0.1:0".parse::<SocketAddr>().expect("literal");
     let io = |e: std::io::Error| e.to_string();
+    // With sentinels, every server announces its front relay as its replica
+    // address: the sentinels (and so the sidecar) see it there.
+    let announce = args.sentinel;
 
     // The primary, and a relay per replica for its replication link: the
     // link is as long as the replica's and the primary's distances added
     // (both regions reach each other through this host's "network").
+    // With sentinels, a replica replicates from the primary's front relay
+    // instead (a link as long as the primary's distance): a sentinel moves
+    // a replica whose master is not at the address it monitors there anyway
+    // (`+fix-slave-config`, some 10 s after the start), and after a failover
+    // it points the replicas at the new primary's front relay.
     let primary_region = &regions[0];
-    let mut servers = vec![start_redis(bin, dir, primary_region, None).await?];
+    let mut servers = vec![start_redis(bin, dir, primary_region, None, announce).await?];
     let primary_addr: SocketAddr = ([127, 0, 0, 1], servers[0].port).into();
     let mut relays = Vec::new();
     for region in &regions[1..] {
-        let link = Relay::start(any, primary_addr, primary_region.rtt + region.rtt)
-            .await
-            .map_err(io)?;
-        let server = start_redis(bin, dir, region, Some(link.local_addr())).await?;
-        relays.push(link);
+        let upstream = if args.sentinel {
+            servers[0].front_addr()
+        } else {
+            let link = Relay::start(any, primary_addr, primary_region.rtt + region.rtt)
+                .await
+                .map_err(io)?;
+            let addr = link.local_addr();
+            relays.push(link);
+            addr
+        };
+        let server = start_redis(bin, dir, region, Some(upstream), announce).await?;
         servers.push(server);
     }
     for s in &servers[1..] {
@@ -243,26 +305,44 @@ async fn lab(args: &LabArgs, bin: &Path, dir: &Path, regions: &[Region]) -> Resu
         .await?;
     }
 
-    // The sidecar reaches every server through its region's relay.
-    let mut front = Vec::new();
-    for s in &servers {
-        let target: SocketAddr = ([127, 0, 0, 1], s.port).into();
-        front.push(Relay::start(any, target, s.region.rtt).await.map_err(io)?);
-    }
-    let cfg_args = ConfigArgs {
+    // The sentinels watch the primary at its front relay and find the
+    // replicas at theirs.
+    let mut sentinels = if args.sentinel {
+        let replicas: Vec<SocketAddr> = servers[1..].iter().map(Server::front_addr).collect();
+        Some(
+            sentinel::start(
+                bin,
+                dir,
+                args.sentinel_port,
+                servers[0].front_addr(),
+                &replicas,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+
+    // The sidecar reaches every server through its region's relay. With
+    // sentinels, the primary and the replicas come from them; these entries
+    // give the servers they name their regions.
+    let mut cfg_args = ConfigArgs {
         listen: Some(args.listen.clone()),
         admin: Some(args.admin.clone()),
         region: Some(args.region.clone()),
-        primary: Some(format!("redis://{}", front[0].local_addr())),
+        primary: Some(format!("redis://{}", servers[0].front_addr())),
         primary_region: Some(primary_region.name.clone()),
         replicas: servers[1..]
             .iter()
-            .zip(&front[1..])
-            .map(|(s, r)| format!("{}=redis://{}", s.region.name, r.local_addr()))
+            .map(|s| format!("{}=redis://{}", s.region.name, s.front_addr()))
             .collect(),
         probe_interval_ms: Some(500),
         ..ConfigArgs::default()
     };
+    if let Some(s) = &sentinels {
+        cfg_args.sentinels = s.addrs();
+        cfg_args.sentinel_master = Some(sentinel::MASTER.to_string());
+    }
     let config = Config::from_parts(&cfg_args, None, None).map_err(|e| e.to_string())?;
 
     println!(
@@ -276,12 +356,28 @@ async fn lab(args: &LabArgs, bin: &Path, dir: &Path, regions: &[Region]) -> Resu
         } else {
             "replica"
         };
+        let seen_at = if sentinels.is_some() {
+            format!(", seen at {}", s.front_addr())
+        } else {
+            String::new()
+        };
         println!(
-            "  {:<8} {:<8} redis-server on 127.0.0.1:{} behind {} ms",
+            "  {:<8} {:<8} redis-server on 127.0.0.1:{} behind {} ms{seen_at}",
             s.region.name,
             role,
             s.port,
             s.region.rtt.as_millis()
+        );
+    }
+    if let Some(s) = &sentinels {
+        let addrs = s.addrs();
+        println!(
+            "sentinels on {} watch {} (quorum 2); nearby follows them\nfail over: nearby lab failover --sentinel {} (or redis-cli -p {} sentinel failover {})",
+            addrs.join(", "),
+            sentinel::MASTER,
+            addrs[0],
+            args.sentinel_port,
+            sentinel::MASTER
         );
     }
     println!(
@@ -300,10 +396,14 @@ async fn lab(args: &LabArgs, bin: &Path, dir: &Path, regions: &[Region]) -> Resu
         r = crate::app::run_until(config, stop, None) => r.map_err(|e| format!("the sidecar stopped: {e}")),
         _ = table => Ok(()),
     };
+    // The sentinels first: none may fail over while the servers go.
+    if let Some(s) = &mut sentinels {
+        s.kill().await;
+    }
     for s in &mut servers {
         let _ = s.child.kill().await;
     }
-    drop(front);
+    drop(servers);
     drop(relays);
     println!("nearby lab: stopped; removed {}", dir.display());
     result
