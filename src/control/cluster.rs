@@ -133,7 +133,9 @@ fn build(env: &ControlEnv, config: &Config, cur: &ClusterState, m: &SlotMap) -> 
         let replicas: Vec<(String, RedisUrl)> = shard
             .nodes
             .iter()
-            .filter(|n| !n.primary && n.healthy)
+            // Failed or still loading ones too: their probers judge them,
+            // and an idle replica reports `loading` until its first write.
+            .filter(|n| !n.primary)
             .map(|n| {
                 let u = node_url(config, &n.ip, n.port);
                 (region_of(config, &u), u)

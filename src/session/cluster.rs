@@ -161,7 +161,7 @@ impl Session {
             return true;
         }
         if matches!(route, Route::Read | Route::Primary) {
-            match split::plan(c) {
+            match split::plan(c, |slot| slot as usize) {
                 Err(reply) => {
                     self.push_done(cur, reply);
                     return true;
@@ -200,18 +200,19 @@ impl Session {
         let listen = self.env.config().listen;
         let host = listen.ip().to_string();
         let port = listen.port();
-        let id = facade::myid(&listen.to_string());
+        let id = facade::myid(&host, port);
+        let proto = self.client.proto;
         let sub = |s: &str| cmd.arg_eq(1, s);
         Some(if sub("SLOTS") {
-            facade::cluster_slots(&host, port, &id)
+            facade::cluster_slots(&host, port, &id, proto)
         } else if sub("SHARDS") {
-            facade::cluster_shards(&host, port, &id)
+            facade::cluster_shards(&host, port, &id, proto)
         } else if sub("NODES") {
-            facade::cluster_nodes(&host, port, &id)
+            facade::cluster_nodes(&host, port, &id, proto)
         } else if sub("INFO") {
-            facade::cluster_info()
+            facade::cluster_info(proto)
         } else if sub("MYID") {
-            resp::bulk(id.as_bytes())
+            facade::cluster_myid(&id)
         } else if sub("KEYSLOT") && cmd.argc() == 3 {
             resp::integer(key_slot(cmd.arg(2)?) as i64)
         } else {
