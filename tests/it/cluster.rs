@@ -250,3 +250,136 @@ fn slots_migrated_and_a_shard_failed_over_under_load_cost_no_client_error() {
     thread::sleep(Duration::from_millis(200));
     assert_eq!(total(nearby.port), acked);
 }
+
+#[test]
+fn each_shards_reads_go_to_its_nearest_replica_and_follow_a_latency_shift() {
+    use nearby::lab::relay::Relay;
+    use std::collections::HashMap;
+    let cluster = RedisCluster::start(3, 2);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Every node behind a relay it announces, so the sidecar (and MOVED)
+    // reach it through the simulated distance: each shard's primary 20 ms
+    // away, one replica 1 ms ("near"), the other 10 ms ("far").
+    let any = "127.0.0.1:0".parse().unwrap();
+    let mut relays: HashMap<u16, Relay> = HashMap::new();
+    let (mut near, mut far) = (Vec::new(), Vec::new());
+    for p in cluster.primaries() {
+        let reps = cluster.replicas_of(p);
+        for (node, ms) in [(p, 20), (reps[0], 1), (reps[1], 10)] {
+            let relay = rt
+                .block_on(Relay::start(any, node.addr(), Duration::from_millis(ms)))
+                .unwrap();
+            let port = relay.local_addr().port().to_string();
+            assert_eq!(
+                node.cli(&["CONFIG", "SET", "cluster-announce-port", &port]),
+                "OK"
+            );
+            relays.insert(node.port, relay);
+        }
+        near.push(reps[0].port);
+        far.push(reps[1].port);
+    }
+    // Every node sees every announced port.
+    let announced = crate::common::wait_until(Duration::from_secs(10), || {
+        cluster.nodes.iter().all(|n| {
+            let shards = String::from_utf8_lossy(&n.query(&["CLUSTER", "SHARDS"])).into_owned();
+            relays
+                .values()
+                .all(|r| shards.contains(&format!(":{}\r\n", r.local_addr().port())))
+        })
+    });
+    assert!(announced, "the cluster did not announce the relays");
+    let seed = |port: u16| format!("redis://{}", relays[&port].local_addr());
+    let (s0, s1) = (seed(cluster.nodes[0].port), seed(cluster.nodes[1].port));
+    let nearby = Nearby::start(&[
+        "--cluster",
+        &s0,
+        "--cluster",
+        &s1,
+        "--probe-interval-ms",
+        "200",
+    ]);
+    let ready = crate::common::wait_until(Duration::from_secs(10), || {
+        nearby
+            .http_get("/readyz")
+            .is_ok_and(|(code, _)| code == 200)
+    });
+    assert!(ready, "not ready:\n{}", nearby.log());
+    let mut c = RawConn::connect(nearby.port);
+    for i in 0..60 {
+        assert_eq!(c.cmd(&["SET", &format!("k{i}"), "v"]), b"+OK\r\n");
+    }
+    // Probes have measured every node.
+    thread::sleep(Duration::from_millis(1500));
+    let by_port = |ports: &[u16]| -> Vec<u64> {
+        ports
+            .iter()
+            .map(|p| gets(cluster.nodes.iter().find(|n| n.port == *p).unwrap()))
+            .collect()
+    };
+    let read_all = |c: &mut RawConn, rounds: usize| {
+        for n in &cluster.nodes {
+            n.query(&["CONFIG", "RESETSTAT"]);
+        }
+        for round in 0..rounds {
+            for i in 0..60 {
+                let r = c.cmd(&["GET", &format!("k{i}")]);
+                assert!(r.starts_with(b"$"), "round {round}: {r:?}");
+            }
+        }
+    };
+    read_all(&mut c, 5);
+    let (n, f) = (by_port(&near), by_port(&far));
+    for s in 0..3 {
+        let share = n[s] as f64 / (n[s] + f[s]).max(1) as f64;
+        assert!(
+            share >= 0.97 && n[s] + f[s] >= 50,
+            "shard {s}: {} reads near, {} far",
+            n[s],
+            f[s]
+        );
+    }
+    // The near replicas move 40 ms away: reads follow to the far ones.
+    for p in &near {
+        relays[p].set_rtt(Duration::from_millis(40));
+    }
+    // Measured from the shift to the start of the first round of reads
+    // that went (almost) all to the far replicas.
+    let shifted = Instant::now();
+    let mut followed_at = None;
+    let mut first_round = None;
+    while shifted.elapsed() < Duration::from_secs(10) {
+        let started = shifted.elapsed();
+        read_all(&mut c, 1);
+        let (n, f) = (by_port(&near), by_port(&far));
+        first_round.get_or_insert((n.clone(), f.clone()));
+        if (0..3).all(|s| f[s] as f64 >= 0.9 * (n[s] + f[s]) as f64) {
+            followed_at = Some(started);
+            break;
+        }
+    }
+    let at = followed_at.unwrap_or_else(|| {
+        panic!(
+            "reads did not follow the shift: near {:?}, far {:?}",
+            by_port(&near),
+            by_port(&far)
+        )
+    });
+    assert!(
+        at <= Duration::from_secs(3),
+        "reads followed the shift after {at:?}"
+    );
+    eprintln!(
+        "cluster: {:.1}% of each shard's reads on its nearest replica (lowest shard); after the shift, the first 60 reads went {:?} to the slowed replicas and {:?} to the far ones; all followed by {at:?}",
+        100.0
+            * (0..3)
+                .map(|s| n[s] as f64 / (n[s] + f[s]) as f64)
+                .fold(1.0, f64::min),
+        first_round.as_ref().map(|r| &r.0),
+        first_round.as_ref().map(|r| &r.1)
+    );
+}
