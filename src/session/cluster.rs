@@ -28,13 +28,133 @@ pub(super) const SPLIT: u64 = 1 << 62;
 /// At most this many MOVED hops per request.
 const MAX_REDIRECTS: u8 = 2;
 
-/// A multi-key command in flight as parts.
+/// How the parts' replies make the client's.
+pub(super) enum How {
+    /// A multi-key command split by slot.
+    Plan(Plan),
+    /// DBSIZE: integers added.
+    Sum,
+    /// KEYS: arrays joined.
+    Concat,
+    /// FLUSHALL, SCRIPT FLUSH ...: `+OK` when every shard said so.
+    AllOk,
+    /// SCRIPT LOAD, FUNCTION LOAD: every shard answers the same.
+    First,
+    /// SCAN on shard `shard` of `shards`: the cursor names the shard too.
+    Scan { shard: u64, shards: u64 },
+}
+
+/// A command in flight as parts (one per slot, or one per shard).
 pub(super) struct Split {
     seq: u64,
-    plan: Plan,
+    how: How,
+    parts: Vec<Command>,
     replies: Vec<Option<Bytes>>,
     redirects: Vec<u8>,
     failed: bool,
+}
+
+fn is_error(r: &[u8]) -> bool {
+    matches!(r.first(), Some(b'-') | Some(b'!'))
+}
+
+/// The header line of an array reply, and its length.
+fn array_header(r: &[u8]) -> Option<(usize, usize)> {
+    if r.first() != Some(&b'*') {
+        return None;
+    }
+    let end = r.windows(2).position(|w| w == b"\r\n")?;
+    let n: usize = std::str::from_utf8(&r[1..end]).ok()?.parse().ok()?;
+    Some((n, end + 2))
+}
+
+fn merge_fan(how: &How, replies: Vec<Bytes>) -> Bytes {
+    if let How::Plan(p) = how {
+        return split::merge(p, replies);
+    }
+    if let Some(e) = replies.iter().find(|r| is_error(r)) {
+        return e.clone();
+    }
+    let odd = || resp::error("ERR nearby: unexpected reply from a shard");
+    match how {
+        How::Plan(_) => unreachable!("merged above"),
+        How::Sum => {
+            let mut sum = 0i64;
+            for r in &replies {
+                match std::str::from_utf8(&r[..])
+                    .ok()
+                    .and_then(|t| t.strip_prefix(':'))
+                    .and_then(|t| t.trim_end().parse::<i64>().ok())
+                {
+                    Some(n) => sum += n,
+                    None => return odd(),
+                }
+            }
+            resp::integer(sum)
+        }
+        How::Concat => {
+            let mut total = 0;
+            let mut body = Vec::new();
+            for r in &replies {
+                let Some((n, at)) = array_header(r) else {
+                    return odd();
+                };
+                total += n;
+                body.extend_from_slice(&r[at..]);
+            }
+            let mut out = format!("*{total}\r\n").into_bytes();
+            out.extend_from_slice(&body);
+            Bytes::from(out)
+        }
+        How::AllOk => replies
+            .iter()
+            .find(|r| &r[..] != b"+OK\r\n")
+            .cloned()
+            .unwrap_or_else(resp::ok),
+        How::First => {
+            if replies.windows(2).all(|w| w[0] == w[1]) {
+                replies[0].clone()
+            } else {
+                resp::error("ERR nearby: the shards answered differently")
+            }
+        }
+        How::Scan { shard, shards } => {
+            // `*2 $<len> <cursor> *<n> keys...`
+            let r = &replies[0];
+            let Some((2, at)) = array_header(r) else {
+                return odd();
+            };
+            let rest = &r[at..];
+            let Some(line) = rest.windows(2).position(|w| w == b"\r\n") else {
+                return odd();
+            };
+            let Some(len) = std::str::from_utf8(&rest[1..line])
+                .ok()
+                .and_then(|l| l.parse::<usize>().ok())
+            else {
+                return odd();
+            };
+            let Some(cursor) = rest
+                .get(line + 2..line + 2 + len)
+                .and_then(|c| std::str::from_utf8(c).ok())
+                .and_then(|c| c.parse::<u64>().ok())
+            else {
+                return odd();
+            };
+            let keys = &rest[line + 2 + len + 2..];
+            let next = if cursor != 0 {
+                (cursor << 8) | shard
+            } else if shard + 1 < *shards {
+                shard + 1
+            } else {
+                0
+            };
+            let mut out = b"*2\r\n".to_vec();
+            out.extend_from_slice(&resp::bulk(next.to_string().as_bytes()));
+            out.extend_from_slice(keys);
+            Bytes::from(out)
+        }
+    }
 }
 
 /// Where the first key of `cmd` is, if it has one (0: no key).
@@ -153,6 +273,9 @@ impl Session {
             );
             return true;
         }
+        if self.fan_out(cur, c) {
+            return true;
+        }
         let state = cluster.load();
         if c.name_eq("MSETNX")
             && split::single_slot((1..c.argc()).step_by(2).filter_map(|i| c.arg(i))).is_err()
@@ -224,22 +347,36 @@ impl Session {
     /// once every part answered.
     fn send_split(&mut self, cur: Cur, cmd: Command, plan: Plan, kind: Kind) {
         let _ = cmd;
-        let seq = self.new_slot(cur, false, super::slots::Hook::None);
-        let n = plan.parts.len();
         let state = self.env.cluster.as_ref().expect("cluster").load_full();
-        let mut targets = Vec::with_capacity(n);
-        for part in &plan.parts {
-            let cell = state.shard_of(part.slot).cloned();
-            targets.push(cell);
-        }
+        let parts: Vec<(Option<Arc<TopologyCell>>, Command)> = plan
+            .parts
+            .iter()
+            .map(|p| (state.shard_of(p.slot).cloned(), p.command.clone()))
+            .collect();
+        self.send_parts(cur, How::Plan(plan), parts, kind);
+    }
+
+    /// Sends one part per target and fills the client's slot from their
+    /// merged replies (`How`).
+    fn send_parts(
+        &mut self,
+        cur: Cur,
+        how: How,
+        parts: Vec<(Option<Arc<TopologyCell>>, Command)>,
+        kind: Kind,
+    ) {
+        let seq = self.new_slot(cur, false, super::slots::Hook::None);
+        let n = parts.len();
+        let (cells, cmds): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
         self.splits.push(Split {
             seq,
-            plan,
+            how,
+            parts: cmds,
             replies: vec![None; n],
             redirects: vec![0; n],
             failed: false,
         });
-        for (i, cell) in targets.into_iter().enumerate() {
+        for (i, cell) in cells.into_iter().enumerate() {
             let Some(cell) = cell else {
                 self.split_failed(seq, "CLUSTERDOWN Hash slot not served");
                 return;
@@ -250,13 +387,70 @@ impl Session {
             } else {
                 self.shard.load().primary.clone()
             };
-            let data = self.splits.last().expect("just pushed").plan.parts[i]
-                .command
+            let data = self.splits.last().expect("just pushed").parts[i]
                 .raw()
                 .clone();
             let pipe = self.pipe_for(&up);
-            self.send_pipe(pipe, SPLIT | (seq << 8) | i as u64, data, kind, false);
+            let slow = command::is_slow(self.splits.last().expect("pushed").parts[i].name());
+            self.send_pipe(pipe, SPLIT | (seq << 8) | i as u64, data, kind, slow);
         }
+    }
+
+    /// Commands that concern every shard (DBSIZE, KEYS, FLUSHALL, SCRIPT
+    /// and FUNCTION loads) go to each, and SCAN walks them in turn. True
+    /// when `cmd` was one.
+    fn fan_out(&mut self, cur: Cur, cmd: &Command) -> bool {
+        let state = self.env.cluster.as_ref().expect("cluster").load_full();
+        let n = state.shards.len();
+        if n == 0 {
+            return false;
+        }
+        let all = |c: &Command| -> Vec<(Option<Arc<TopologyCell>>, Command)> {
+            state
+                .shards
+                .iter()
+                .map(|s| (Some(s.clone()), c.clone()))
+                .collect()
+        };
+        let name = |s: &str| cmd.name_eq(s);
+        let sub = |s: &str| cmd.arg_eq(1, s);
+        if name("DBSIZE") {
+            self.send_parts(cur, How::Sum, all(cmd), Kind::Read);
+        } else if name("KEYS") && cmd.argc() == 2 {
+            self.send_parts(cur, How::Concat, all(cmd), Kind::Read);
+        } else if name("FLUSHALL") || name("FLUSHDB") {
+            self.send_parts(cur, How::AllOk, all(cmd), Kind::Write);
+        } else if (name("SCRIPT") || name("FUNCTION")) && (sub("FLUSH") || sub("KILL")) {
+            self.send_parts(cur, How::AllOk, all(cmd), Kind::Other);
+        } else if (name("SCRIPT") || name("FUNCTION")) && sub("LOAD") {
+            self.send_parts(cur, How::First, all(cmd), Kind::Other);
+        } else if name("SCAN") && cmd.argc() >= 2 {
+            let Some(cursor) = cmd
+                .arg(1)
+                .and_then(|c| std::str::from_utf8(c).ok())
+                .and_then(|c| c.parse::<u64>().ok())
+            else {
+                self.push_done(cur, resp::error("ERR invalid cursor"));
+                return true;
+            };
+            let shard = cursor & 0xff;
+            let Some(cell) = state.shards.get(shard as usize).cloned() else {
+                self.push_done(cur, resp::error("ERR invalid cursor"));
+                return true;
+            };
+            let inner = (cursor >> 8).to_string();
+            let mut args: Vec<&[u8]> = cmd.args().collect();
+            args[1] = inner.as_bytes();
+            let part = Command::from_args(&args);
+            let how = How::Scan {
+                shard,
+                shards: n as u64,
+            };
+            self.send_parts(cur, how, vec![(Some(cell), part)], Kind::Read);
+        } else {
+            return false;
+        }
+        true
     }
 
     fn split_failed(&mut self, seq: u64, error: &str) {
@@ -281,7 +475,7 @@ impl Session {
             && self.splits[pos].redirects[part] < MAX_REDIRECTS
         {
             self.splits[pos].redirects[part] += 1;
-            let cmd = self.splits[pos].plan.parts[part].command.clone();
+            let cmd = self.splits[pos].parts[part].clone();
             if self.follow_redirect(tagged, &cmd, &r) {
                 return;
             }
@@ -299,7 +493,7 @@ impl Session {
             let s = self.splits.swap_remove(pos);
             if !s.failed {
                 let replies: Vec<Bytes> = s.replies.into_iter().map(|r| r.expect("all")).collect();
-                let merged = split::merge(&s.plan, replies);
+                let merged = merge_fan(&s.how, replies);
                 self.complete(s.seq, merged);
             }
         } else if s.failed && s.replies.iter().filter(|r| r.is_none()).count() == 0 {

@@ -383,3 +383,51 @@ fn each_shards_reads_go_to_its_nearest_replica_and_follow_a_latency_shift() {
         first_round.as_ref().map(|r| &r.1)
     );
 }
+
+#[test]
+fn commands_about_every_shard_fan_out_and_scan_walks_them_all() {
+    let cluster = RedisCluster::start(3, 1);
+    let nearby = sidecar(&cluster, &[]);
+    let mut c = RawConn::connect(nearby.port);
+    for i in 0..300 {
+        assert_eq!(c.cmd(&["SET", &format!("f:{i}"), "v"]), b"+OK\r\n");
+    }
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(c.cmd(&["DBSIZE"]), b":300\r\n");
+    let keys = String::from_utf8_lossy(&c.cmd(&["KEYS", "f:*"])).into_owned();
+    assert!(
+        keys.starts_with("*300\r\n"),
+        "{}",
+        &keys[..20.min(keys.len())]
+    );
+    // SCAN from 0 back to 0 visits every key once.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cursor = "0".to_string();
+    for _ in 0..1000 {
+        let r = String::from_utf8_lossy(&c.cmd(&["SCAN", &cursor, "COUNT", "50"])).into_owned();
+        let lines: Vec<&str> = r.split("\r\n").collect();
+        assert_eq!(lines[0], "*2", "{r}");
+        cursor = lines[2].to_string();
+        // `*2 $n cursor *k $n key $n key ...`
+        for k in lines[5..].iter().step_by(2) {
+            if k.starts_with("f:") {
+                seen.insert(k.to_string());
+            }
+        }
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert_eq!(cursor, "0");
+    assert_eq!(seen.len(), 300);
+    let sha = String::from_utf8_lossy(&c.cmd(&["SCRIPT", "LOAD", "return 1"])).into_owned();
+    assert!(sha.starts_with("$40\r\n"), "{sha}");
+    // Loaded on every shard: EVALSHA works wherever the key lives.
+    let sha = sha.lines().nth(1).unwrap().to_string();
+    for k in ["a", "b", "c"] {
+        assert_eq!(c.cmd(&["EVALSHA", &sha, "1", k]), b":1\r\n");
+    }
+    assert_eq!(c.cmd(&["FLUSHALL"]), b"+OK\r\n");
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(c.cmd(&["DBSIZE"]), b":0\r\n");
+}
