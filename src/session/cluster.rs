@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use super::{Cur, Session};
 use crate::conn::control::Control;
+use crate::conn::dedicated::{DRequest, Expect};
 use crate::conn::event::Event;
 use crate::model::topology::{TopologyCell, Upstream};
 use crate::proto::Command;
@@ -19,7 +20,22 @@ use crate::route::cluster::facade;
 use crate::route::cluster::redirect::{self, Redirect};
 use crate::route::cluster::slot::key_slot;
 use crate::route::cluster::split::{self, Plan};
-use crate::route::command::{self, Kind, Route};
+use crate::route::command::{self, Kind, Pin, Route};
+
+/// A transaction in cluster mode: its commands must share one slot, so
+/// MULTI waits (answered by the sidecar) until the first command names
+/// the shard, and a command in another slot is refused as Redis Cluster
+/// refuses it, failing the EXEC.
+#[derive(Default)]
+pub(super) struct Txn {
+    /// MULTI not sent yet: no command so far.
+    pending: bool,
+    slot: Option<u16>,
+    /// A command was refused: EXEC discards.
+    dirty: bool,
+}
+
+const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
 
 /// Sub-requests of a split command carry this bit in their sequence
 /// number: `SPLIT | client_seq << 8 | part`.
@@ -258,6 +274,15 @@ impl Session {
             return false;
         };
         let c = cmd.as_ref().expect("a command");
+        if let Some(done) = self.cluster_txn(cur, c, route, &cluster.load_full()) {
+            return done;
+        }
+        if self.pin.multi || self.pinned() {
+            // Queued on the transaction's shard, or bound for the dedicated
+            // connection's: `self.shard` stays that one (EXEC opens no
+            // connection elsewhere once it clears the pin).
+            return false;
+        }
         if c.name_eq("CLUSTER") {
             if let Some(reply) = self.cluster_facade(c) {
                 self.push_done(cur, reply);
@@ -316,6 +341,108 @@ impl Session {
                 self.push_done(cur, resp::error("CLUSTERDOWN Hash slot not served"));
                 true
             }
+        }
+    }
+
+    /// MULTI .. EXEC in a cluster (see `Txn`). `Some(true)`: answered here.
+    fn cluster_txn(
+        &mut self,
+        cur: Cur,
+        c: &Command,
+        route: Route,
+        state: &crate::model::cluster::ClusterState,
+    ) -> Option<bool> {
+        let keyed = first_key(c);
+        let slot = c.arg(keyed).filter(|_| keyed > 0).map(key_slot);
+        if route == Route::Pin(Pin::Multi) && self.txn.is_none() && !self.pin.multi {
+            if self.pinned() {
+                // After WATCH: its connection, its shard.
+                self.txn = Some(Txn::default());
+                return None;
+            }
+            self.txn = Some(Txn {
+                pending: true,
+                ..Txn::default()
+            });
+            self.push_done(cur, resp::ok());
+            return Some(true);
+        }
+        let txn = self.txn.as_mut()?;
+        let exec = route == Route::Pin(Pin::Exec);
+        let discard = route == Route::Pin(Pin::Discard);
+        if txn.pending {
+            if exec || discard {
+                self.txn = None;
+                let reply = if exec {
+                    Bytes::from_static(b"*0\r\n")
+                } else {
+                    resp::ok()
+                };
+                self.push_done(cur, reply);
+                return Some(true);
+            }
+            // The first command names the shard: MULTI goes there now.
+            let shard = match slot {
+                Some(s) => state.shard_of(s).cloned(),
+                None => state.any().cloned(),
+            };
+            let Some(shard) = shard else {
+                self.push_done(cur, resp::error("CLUSTERDOWN Hash slot not served"));
+                return Some(true);
+            };
+            txn.pending = false;
+            txn.slot = slot;
+            self.shard = shard;
+            self.ensure_dedicated();
+            self.send_hidden(&[b"MULTI"]);
+            self.pin.sent(Route::Pin(Pin::Multi));
+            return None;
+        }
+        if exec || discard {
+            let dirty = txn.dirty;
+            self.txn = None;
+            if exec && dirty {
+                self.send_hidden(&[b"DISCARD"]);
+                self.pin.sent(Route::Pin(Pin::Discard));
+                self.push_done(cur, resp::error(EXECABORT));
+                return Some(true);
+            }
+            return None;
+        }
+        if let Some(s) = slot {
+            match txn.slot {
+                None => txn.slot = Some(s),
+                Some(t) if t != s => {
+                    txn.dirty = true;
+                    self.push_done(cur, split::crossslot_error());
+                    return Some(true);
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// A command on the dedicated connection whose reply the client never
+    /// sees (the deferred MULTI, the DISCARD of a failed transaction).
+    fn send_hidden(&mut self, args: &[&[u8]]) {
+        let seq = self.slots.push(
+            true,
+            true,
+            super::slots::Hook::None,
+            super::slots::Track::None,
+        );
+        self.pin.outstanding += 1;
+        let req = DRequest {
+            seq,
+            confirm: None,
+            slow: false,
+            data: Command::from_args(args).into_raw(),
+            expect: Expect::One { blocking: false },
+            kind: Kind::Other,
+        };
+        if !self.ded.as_ref().is_some_and(|d| d.send(req)) {
+            self.complete(seq, Bytes::new());
         }
     }
 
@@ -566,6 +693,64 @@ impl Session {
         let slow = command::is_slow(cmd.name());
         let kind = Kind::Other;
         self.send_pipe(pipe, seq, cmd.raw().clone(), kind, slow);
+        true
+    }
+
+    /// A refusal that proves the command did not run (`TRYAGAIN` during a
+    /// migration, `CLUSTERDOWN` during a failover): sent again after a
+    /// pause, to whoever owns its slot by then, a few times within about
+    /// two seconds. True when it was.
+    pub(super) fn try_again(&mut self, seq: u64) -> bool {
+        const TRIES: u8 = 6;
+        let Some(cluster) = self.env.cluster.clone() else {
+            return false;
+        };
+        let Some(retry) = self.slots.get_mut(seq).and_then(|s| s.retry.as_mut()) else {
+            return false;
+        };
+        if retry.redirects >= TRIES {
+            return false;
+        }
+        let delay = std::time::Duration::from_millis(50 << retry.redirects.min(4));
+        retry.redirects += 1;
+        let cmd = retry.command();
+        let i = first_key(cmd);
+        let slot = cmd.arg(i).filter(|_| i > 0).map(key_slot);
+        let args: Vec<Vec<u8>> = cmd.args().map(<[u8]>::to_vec).collect();
+        let events = self.events_tx.clone();
+        let connector = self.env.pipes.connector().clone();
+        let timeout = self.env.pipes.timeouts().request;
+        self.shared_waiting += 1;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let state = cluster.load_full();
+            let shard = match slot {
+                Some(s) => state.shard_of(s),
+                None => state.any(),
+            };
+            let ev = match shard.map(|c| c.load().primary.clone()) {
+                None => Event::Failed {
+                    seq,
+                    error: Arc::from("no shard serves the slot"),
+                },
+                Some(up) => {
+                    let res = async {
+                        let mut c = Control::open(&connector, &up, timeout).await?;
+                        let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+                        c.call(&refs, timeout).await
+                    }
+                    .await;
+                    match res {
+                        Ok(r) => Event::Reply { seq, data: r.raw },
+                        Err(e) => Event::Failed {
+                            seq,
+                            error: Arc::from(format!("{up}: {e}")),
+                        },
+                    }
+                }
+            };
+            let _ = events.send(ev);
+        });
         true
     }
 

@@ -137,7 +137,7 @@ impl Session {
     }
 
     /// Every command goes to the dedicated connection while it holds state.
-    fn pinned(&self) -> bool {
+    pub(super) fn pinned(&self) -> bool {
         self.ded.is_some() && self.pin.is_pinned(self.client.identity.is_some())
     }
 

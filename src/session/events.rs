@@ -36,6 +36,12 @@ impl Session {
                 {
                     return;
                 }
+                if self.env.cluster.is_some()
+                    && crate::route::cluster::redirect::is_retryable(&data).is_some()
+                    && self.try_again(seq)
+                {
+                    return;
+                }
                 if let Some(refusal) = Refusal::of(&data)
                     && self.try_reroute(seq, refusal, &data)
                 {

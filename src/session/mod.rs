@@ -145,6 +145,8 @@ struct Session {
     shard: Arc<TopologyCell>,
     /// Cluster: multi-key commands in flight as parts.
     splits: Vec<cluster::Split>,
+    /// Cluster: the transaction being built.
+    txn: Option<cluster::Txn>,
 }
 
 impl Session {
@@ -179,6 +181,7 @@ impl Session {
             park: park::Park::default(),
             shard: topology,
             splits: Vec::new(),
+            txn: None,
         }
     }
 

@@ -431,3 +431,43 @@ fn commands_about_every_shard_fan_out_and_scan_walks_them_all() {
     thread::sleep(Duration::from_millis(200));
     assert_eq!(c.cmd(&["DBSIZE"]), b":0\r\n");
 }
+
+#[test]
+fn transactions_stay_within_one_slot_as_in_redis_cluster() {
+    let cluster = RedisCluster::start(3, 1);
+    let nearby = sidecar(&cluster, &[]);
+    let mut c = RawConn::connect(nearby.port);
+    // Whatever shard the keys live on.
+    for tag in ["{a}", "{b}", "{c}"] {
+        assert_eq!(c.cmd(&["MULTI"]), b"+OK\r\n");
+        assert_eq!(c.cmd(&["SET", &format!("{tag}x"), "1"]), b"+QUEUED\r\n");
+        assert_eq!(c.cmd(&["INCR", &format!("{tag}y")]), b"+QUEUED\r\n");
+        assert_eq!(c.cmd(&["EXEC"]), b"*2\r\n+OK\r\n:1\r\n", "{tag}");
+    }
+    // A key in another slot: refused, and EXEC fails, as Redis Cluster does.
+    assert_eq!(c.cmd(&["MULTI"]), b"+OK\r\n");
+    assert_eq!(c.cmd(&["SET", "{a}x", "2"]), b"+QUEUED\r\n");
+    assert_eq!(
+        c.cmd(&["SET", "{b}x", "2"]),
+        b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+    );
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        b"-EXECABORT Transaction discarded because of previous errors.\r\n"
+    );
+    assert_eq!(c.cmd(&["GET", "{a}x"]), b"$1\r\n1\r\n");
+    // WATCH names the shard; a change by another client aborts EXEC.
+    let mut other = RawConn::connect(nearby.port);
+    assert_eq!(c.cmd(&["WATCH", "{c}x"]), b"+OK\r\n");
+    assert_eq!(other.cmd(&["SET", "{c}x", "changed"]), b"+OK\r\n");
+    assert_eq!(c.cmd(&["MULTI"]), b"+OK\r\n");
+    assert_eq!(c.cmd(&["SET", "{c}x", "mine"]), b"+QUEUED\r\n");
+    assert_eq!(c.cmd(&["EXEC"]), b"*-1\r\n");
+    // Empty transactions and DISCARD.
+    assert_eq!(c.cmd(&["MULTI"]), b"+OK\r\n");
+    assert_eq!(c.cmd(&["EXEC"]), b"*0\r\n");
+    assert_eq!(c.cmd(&["MULTI"]), b"+OK\r\n");
+    assert_eq!(c.cmd(&["SET", "{b}z", "1"]), b"+QUEUED\r\n");
+    assert_eq!(c.cmd(&["DISCARD"]), b"+OK\r\n");
+    assert_eq!(c.cmd(&["EXISTS", "{b}z"]), b":0\r\n");
+}
