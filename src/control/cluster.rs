@@ -125,7 +125,11 @@ fn known_nodes(config: &Config, cell: &ClusterCell) -> Vec<RedisUrl> {
 /// keeps its cell (upstreams, probers, pipes); its replica list follows.
 fn build(env: &ControlEnv, config: &Config, cur: &ClusterState, m: &SlotMap) -> ClusterState {
     let mut next = ClusterState::empty();
-    for (i, shard) in m.shards().iter().enumerate() {
+    // Shards in slot order: status and logs read the same way every time.
+    let mut order: Vec<usize> = (0..m.shards().len()).collect();
+    order.sort_by_key(|&i| m.shards()[i].slots.iter().map(|r| r.0).min());
+    for i in order {
+        let shard = &m.shards()[i];
         let Some(p) = shard.nodes.iter().find(|n| n.primary) else {
             continue;
         };

@@ -218,10 +218,15 @@ pub fn status(env: &AdminEnv, history: &ReadHistory) -> Status {
             role: target.role.as_str().to_string(),
             fallback: fallback.map(|f| f.as_str().to_string()),
         },
-        upstreams: topo
-            .all()
-            .map(|u| upstream_status(u, shares.get(&u.label).copied().unwrap_or(0.0)))
-            .collect(),
+        // In a cluster the shards list the nodes; the configured primary
+        // is only a template for their URLs.
+        upstreams: if env.cluster.is_some() {
+            Vec::new()
+        } else {
+            topo.all()
+                .map(|u| upstream_status(u, shares.get(&u.label).copied().unwrap_or(0.0)))
+                .collect()
+        },
         clients: env.clients.open(),
         commands_today: env.metrics.usage.today(),
         free_commands_per_day: env.metrics.usage.free_per_day(),

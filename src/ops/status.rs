@@ -48,6 +48,20 @@ fn ms(v: Option<f64>) -> String {
 /// The human table.
 pub fn render(s: &Status) -> String {
     let mut out = String::new();
+    if !s.shards.is_empty() {
+        let _ = writeln!(
+            out,
+            "this region: {}   Redis Cluster: {} shards   ready: {}   clients: {}   commands today: {} of {} free",
+            s.region.as_deref().unwrap_or("(unset)"),
+            s.shards.len(),
+            s.ready,
+            s.clients,
+            s.commands_today,
+            s.free_commands_per_day
+        );
+        render_shards(&mut out, s);
+        return out;
+    }
     let _ = writeln!(
         out,
         "this region: {}   primary region: {}   read regions: {}",
@@ -135,7 +149,40 @@ pub fn render(s: &Status) -> String {
             u.writes
         );
     }
+    render_shards(&mut out, s);
     out
+}
+
+/// The shards of a cluster: slot ranges, where reads go, each node.
+fn render_shards(out: &mut String, s: &Status) {
+    for (i, shard) in s.shards.iter().enumerate() {
+        let ranges = if shard.slots.is_empty() {
+            "(no slots)".to_string()
+        } else {
+            shard.slots.join(",")
+        };
+        let _ = writeln!(
+            out,
+            "\nshard {i}: slots {ranges}; reads go to {} {}",
+            shard.reads_go_to.role, shard.reads_go_to.upstream
+        );
+        for u in &shard.upstreams {
+            let lag = u
+                .lag_ms
+                .map(|l| format!("{:.1} s", l as f64 / 1000.0))
+                .unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                out,
+                "  {:<8} {:<10} {:<24} {:<14} rtt {:>9} lag {:>7}",
+                u.role,
+                u.region,
+                u.address,
+                u.unusable.clone().unwrap_or_else(|| "up".into()),
+                ms(u.rtt_ms),
+                lag
+            );
+        }
+    }
 }
 
 /// Runs `nearby status`; returns the process exit code.

@@ -471,3 +471,57 @@ fn transactions_stay_within_one_slot_as_in_redis_cluster() {
     assert_eq!(c.cmd(&["DISCARD"]), b"+OK\r\n");
     assert_eq!(c.cmd(&["EXISTS", "{b}z"]), b":0\r\n");
 }
+
+#[test]
+fn pubsub_works_cluster_wide_and_status_shows_the_shards() {
+    let cluster = RedisCluster::start(3, 1);
+    let nearby = sidecar(&cluster, &[]);
+    let mut sub = RawConn::connect(nearby.port);
+    sub.send_cmd(&["SUBSCRIBE", "news"]);
+    assert_eq!(
+        sub.read_reply(),
+        b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n"
+    );
+    // Published on some node: the cluster bus carries it to every node.
+    let mut c = RawConn::connect(nearby.port);
+    assert_eq!(c.cmd(&["PUBLISH", "news", "hi"]).first(), Some(&b':'));
+    assert_eq!(
+        sub.read_reply(),
+        b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n"
+    );
+    // Once probes settle (a first RTT sample can be an outlier), every
+    // shard's reads go to its replica.
+    let mut body = String::new();
+    let settled = crate::common::wait_until(Duration::from_secs(5), || {
+        body = nearby.http_get("/status").unwrap().1;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let shards = v["shards"].as_array().cloned().unwrap_or_default();
+        shards.len() == 3
+            && shards.iter().all(|s| {
+                s["upstreams"].as_array().map_or(0, Vec::len) == 2
+                    && s["reads_go_to"]["role"] == "replica"
+            })
+    });
+    assert!(settled, "{body}");
+    let table = Process::new(env!("CARGO_BIN_EXE_nearby"))
+        .args([
+            "status",
+            "--admin",
+            &format!("127.0.0.1:{}", nearby.admin_port),
+        ])
+        .output()
+        .expect("nearby status");
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("Redis Cluster: 3 shards   ready: true"),
+        "{text}"
+    );
+    assert!(
+        text.contains("shard 0: slots 0-5460; reads go to replica"),
+        "{text}"
+    );
+    assert!(
+        text.contains("shard 2: slots 10923-16383; reads go to replica"),
+        "{text}"
+    );
+}
