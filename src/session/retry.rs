@@ -163,7 +163,8 @@ impl Session {
         let Some(retry) = slot.retry.take() else {
             return false;
         };
-        if !retry.tried.may_retry() {
+        // A write that got no reply may have run: never sent again.
+        if retry.write.is_some() || !retry.tried.may_retry() {
             return false;
         }
         if let Some(s) = retry.shard.clone() {

@@ -119,3 +119,56 @@ fn upstream_timeout_is_reported_within_the_request_timeout() {
     drop(nearby);
     held.join().unwrap();
 }
+
+#[test]
+fn a_write_whose_reply_is_lost_is_never_sent_again() {
+    // The primary 200 ms away through a relay; the write reaches it, then
+    // the relay drops everything, so its reply never comes back. The write
+    // may have run: the client gets an error, and no replica (nor the
+    // primary again) ever sees it a second time.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cluster = Cluster::start(1);
+    let relay = rt
+        .block_on(nearby::lab::relay::Relay::start(
+            "127.0.0.1:0".parse().unwrap(),
+            cluster.primary.addr(),
+            Duration::from_millis(200),
+        ))
+        .unwrap();
+    let nearby = Nearby::start(&[
+        "--primary",
+        &format!("redis://{}", relay.local_addr()),
+        "--replica",
+        &format!("r1={}", cluster.replicas[0].url()),
+        "--request-timeout-ms",
+        "600",
+    ]);
+    nearby
+        .expect_log("WARN", "upstream marked down")
+        .expect_log("WARN", "upstream is down");
+    let mut c = RawConn::connect(nearby.port);
+    assert_eq!(c.cmd(&["SET", "w", "0"]), b"+OK\r\n");
+    cluster.wait_replicated();
+    cluster.reset_stats();
+    c.send_cmd(&["INCR", "w"]);
+    std::thread::sleep(Duration::from_millis(150));
+    relay.set_blackhole(true);
+    let reply = String::from_utf8(c.read_reply()).unwrap();
+    assert!(reply.starts_with("-ERR nearby: "), "{reply}");
+    relay.set_blackhole(false);
+    std::thread::sleep(Duration::from_millis(300));
+    // Ran once on the primary; never tried on the replica.
+    assert_eq!(cluster.primary.query(&["GET", "w"]), b"$1\r\n1\r\n");
+    // The replica ran it once too, by replication; it refused nothing.
+    let stats = cluster.replicas[0].info("commandstats");
+    let incr = stats.get("cmdstat_incr").cloned().unwrap_or_default();
+    assert!(
+        incr.starts_with("calls=1,") && incr.contains("rejected_calls=0,failed_calls=0"),
+        "the write was sent to the replica: {incr}"
+    );
+    assert_eq!(cluster.primary.calls("incr"), 1);
+}
