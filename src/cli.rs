@@ -77,6 +77,9 @@ pub struct LabArgs {
         value_parser = clap::value_parser!(u16).range(1..=65533)
     )]
     pub sentinel_port: u16,
+    /// Start a three-shard Redis Cluster instead (primaries in the first region, a replica per shard in each other)
+    #[arg(long, conflicts_with = "sentinel")]
+    pub cluster: bool,
 }
 
 /// What `nearby lab <action>` does to a running lab.

@@ -4,8 +4,11 @@
 //! Ctrl-C or SIGTERM stops everything it started and removes its files.
 //! With `--sentinel`, three Redis Sentinels watch the primary and the
 //! sidecar follows them ([`sentinel`]); `nearby lab failover` asks one to
-//! fail over.
+//! fail over. With `--cluster`, a three-shard Redis Cluster instead, a
+//! primary per shard in the primary region and a replica in each other
+//! ([`cluster`]).
 
+pub mod cluster;
 pub mod relay;
 pub mod sentinel;
 
@@ -245,8 +248,17 @@ pub async fn run(args: LabArgs) -> u8 {
             return 2;
         }
     };
+    if args.cluster && args.sentinel {
+        eprintln!("nearby lab: --cluster and --sentinel cannot be combined");
+        return 2;
+    }
     let dir = std::env::temp_dir().join(format!("nearby-lab-{}", std::process::id()));
-    let code = match lab(&args, &bin, &dir, &regions).await {
+    let started = if args.cluster {
+        cluster::lab(&args, &bin, &dir, &regions).await
+    } else {
+        lab(&args, &bin, &dir, &regions).await
+    };
+    let code = match started {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("nearby lab: {e}");

@@ -335,3 +335,105 @@ fn the_lab_with_sentinels_follows_a_failover() {
     assert!(!dir.exists(), "{} left behind", dir.display());
     eprintln!("the whole test took {:?}", t0.elapsed());
 }
+
+#[test]
+fn the_lab_with_a_cluster_reads_each_shard_from_its_near_replica() {
+    let t0 = std::time::Instant::now();
+    let port = free_port();
+    let admin = free_port();
+    let logdir = tempfile::tempdir().unwrap();
+    let log = logdir.path().join("lab.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_nearby"))
+        .args([
+            "lab",
+            "--cluster",
+            "--regions",
+            "iad=20,ams=2",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+            "--table-ms",
+            "0",
+            // A safety net: the test stops it long before.
+            "--duration-s",
+            "40",
+        ])
+        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .stderr(Stdio::from(
+            std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
+        ))
+        .spawn()
+        .expect("spawn nearby lab --cluster");
+    let mut lab = Lab { child, log };
+    let pid = lab.child.id();
+
+    // Three shards, each read from its ams replica.
+    let mut last = None;
+    let ready = wait_until(Duration::from_secs(20), || {
+        if !matches!(http_get(admin, "/readyz"), Ok((200, _))) {
+            return false;
+        }
+        last = status(admin);
+        let Some(s) = &last else { return false };
+        s["shards"].as_array().is_some_and(|shards| {
+            shards.len() == 3
+                && shards.iter().all(|sh| {
+                    sh["reads_go_to"]["region"] == "ams" && sh["reads_go_to"]["role"] == "replica"
+                })
+        })
+    });
+    assert!(
+        ready,
+        "the cluster lab did not read every shard from ams within 20 s: {last:?}\n{}",
+        lab.log()
+    );
+    eprintln!("cluster lab ready after {:?}", t0.elapsed());
+    let procs = children(pid);
+    assert_eq!(procs.len(), 6, "three primaries, three replicas: {procs:?}");
+
+    let mut c = RawConn::connect(port);
+    for i in 0..30 {
+        let (k, v) = (format!("lab-cluster-{i}"), format!("value-{i}"));
+        assert_eq!(c.cmd(&["SET", &k, &v]), b"+OK\r\n", "SET {k}");
+    }
+    for i in 0..30 {
+        let (k, v) = (format!("lab-cluster-{i}"), format!("value-{i}"));
+        let want = format!("${}\r\n{v}\r\n", v.len()).into_bytes();
+        let mut got = Vec::new();
+        // Reads go to the replica, a replication link behind.
+        let read = wait_until(Duration::from_secs(3), || {
+            got = c.cmd(&["GET", &k]);
+            got == want
+        });
+        assert!(read, "GET {k}: {:?}", String::from_utf8_lossy(&got));
+    }
+
+    let dir = std::env::temp_dir().join(format!("nearby-lab-{pid}"));
+    assert!(dir.exists());
+    let exit = lab.stop();
+    assert!(
+        exit.is_some_and(|e| e.success()),
+        "the lab did not exit cleanly within 5 s of SIGTERM: {exit:?}\n{}",
+        lab.log()
+    );
+    for p in procs {
+        assert!(!alive(p), "lab child {p} still running");
+    }
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    eprintln!("the whole test took {:?}", t0.elapsed());
+}
+
+#[test]
+fn the_lab_refuses_a_cluster_with_sentinels() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nearby"))
+        .args(["lab", "--cluster", "--sentinel"])
+        .output()
+        .expect("run nearby lab");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot be used with"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
