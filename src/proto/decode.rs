@@ -51,3 +51,23 @@ pub fn decode_resp3(raw: &Bytes) -> Result<resp3::types::BytesFrame, ProtocolErr
         _ => Err(ProtocolError::Decode("incomplete frame".into())),
     }
 }
+
+/// A control-plane reply to a command that must succeed: decoded, with an
+/// error reply (`-ERR ...`) given back as its text.
+pub fn decode_ok(raw: &[u8]) -> Result<resp2::types::BytesFrame, String> {
+    use resp2::types::BytesFrame;
+    match decode_resp2(&Bytes::copy_from_slice(raw)) {
+        Ok(BytesFrame::Error(e)) => Err(e.to_string()),
+        Ok(f) => Ok(f),
+        Err(e) => Err(format!("malformed reply: {e}")),
+    }
+}
+
+/// The elements of an array reply, or an error naming what came instead.
+pub fn into_array(f: resp2::types::BytesFrame) -> Result<Vec<resp2::types::BytesFrame>, String> {
+    use redis_protocol::resp2::types::Resp2Frame;
+    match f {
+        resp2::types::BytesFrame::Array(v) => Ok(v),
+        other => Err(format!("expected an array, got {:?}", other.kind())),
+    }
+}

@@ -16,10 +16,9 @@
 //! alternating field names and values). Payload formats are those of
 //! `sentinelEvent` in Redis 7.0's `src/sentinel.c`.
 
-use bytes::Bytes;
 use redis_protocol::resp2::types::{BytesFrame, Resp2Frame};
 
-use crate::proto::decode_resp2;
+use crate::proto::decode::{decode_ok, into_array};
 
 /// A master as one sentinel sees it (`SENTINEL MASTER <name>`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,7 +79,7 @@ fn has_flag(flags: &[String], flag: &str) -> bool {
 /// Parses the raw reply of `SENTINEL MASTER <name>`. An error reply
 /// (`-ERR No such master with that name`) is returned as its text.
 pub fn parse_master(raw: &[u8]) -> Result<MasterView, String> {
-    let items = array(decode(raw)?)?;
+    let items = into_array(decode_ok(raw)?)?;
     let f = Fields::new(&items)?;
     Ok(MasterView {
         ip: f.ip()?,
@@ -97,11 +96,11 @@ pub fn parse_master(raw: &[u8]) -> Result<MasterView, String> {
 /// Parses the raw reply of `SENTINEL REPLICAS <name>` (or the older
 /// `SENTINEL SLAVES`): an array of field arrays, possibly empty.
 pub fn parse_replicas(raw: &[u8]) -> Result<Vec<ReplicaView>, String> {
-    array(decode(raw)?)?
+    into_array(decode_ok(raw)?)?
         .into_iter()
         .enumerate()
         .map(|(i, entry)| {
-            let items = array(entry).map_err(|e| format!("replica {i}: {e}"))?;
+            let items = into_array(entry).map_err(|e| format!("replica {i}: {e}"))?;
             replica(&items).map_err(|e| format!("replica {i}: {e}"))
         })
         .collect()
@@ -302,21 +301,6 @@ fn port_of(s: &str) -> Option<u16> {
 
 // ---------------------------------------------------------------------------
 // Reply plumbing
-
-fn decode(raw: &[u8]) -> Result<BytesFrame, String> {
-    match decode_resp2(&Bytes::copy_from_slice(raw)) {
-        Ok(BytesFrame::Error(e)) => Err(e.to_string()),
-        Ok(f) => Ok(f),
-        Err(e) => Err(format!("malformed reply: {e}")),
-    }
-}
-
-fn array(f: BytesFrame) -> Result<Vec<BytesFrame>, String> {
-    match f {
-        BytesFrame::Array(v) => Ok(v),
-        other => Err(format!("expected an array, got {:?}", other.kind())),
-    }
-}
 
 /// A flat `field value field value ...` array, as text.
 struct Fields<'a>(Vec<(&'a str, &'a str)>);

@@ -15,11 +15,10 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
 use redis_protocol::resp2::types::{BytesFrame, Resp2Frame};
 
 use super::SLOTS;
-use crate::proto::decode_resp2;
+use crate::proto::decode::{decode_ok, into_array};
 
 /// One node of a shard.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,7 +63,7 @@ impl Shard {
 /// `-ERR This instance has cluster support disabled`) is returned as its
 /// text. Shards that own no slot (a primary just added) are kept.
 pub fn parse_shards(raw: &[u8]) -> Result<Vec<Shard>, String> {
-    array(decode(raw)?)?
+    into_array(decode_ok(raw)?)?
         .into_iter()
         .enumerate()
         .map(|(i, s)| shard(s).map_err(|e| format!("shard {i}: {e}")))
@@ -72,7 +71,7 @@ pub fn parse_shards(raw: &[u8]) -> Result<Vec<Shard>, String> {
 }
 
 fn shard(frame: BytesFrame) -> Result<Shard, String> {
-    let items = array(frame)?;
+    let items = into_array(frame)?;
     let f = Fields::new(&items)?;
     let flat = match f.require("slots")? {
         BytesFrame::Array(v) => v
@@ -145,7 +144,7 @@ fn shard_node(frame: &BytesFrame) -> Result<Node, String> {
 pub fn parse_slots(raw: &[u8]) -> Result<Vec<Shard>, String> {
     let mut shards: Vec<Shard> = Vec::new();
     let mut by_primary: HashMap<String, usize> = HashMap::new();
-    for (i, entry) in array(decode(raw)?)?.into_iter().enumerate() {
+    for (i, entry) in into_array(decode_ok(raw)?)?.into_iter().enumerate() {
         let (range, nodes) = slots_entry(entry).map_err(|e| format!("range {i}: {e}"))?;
         match by_primary.get(&nodes[0].id) {
             Some(&s) => shards[s].slots.push(range),
@@ -162,7 +161,7 @@ pub fn parse_slots(raw: &[u8]) -> Result<Vec<Shard>, String> {
 }
 
 fn slots_entry(frame: BytesFrame) -> Result<((u16, u16), Vec<Node>), String> {
-    let items = array(frame)?;
+    let items = into_array(frame)?;
     if items.len() < 3 {
         return Err(format!("{} elements, expected at least 3", items.len()));
     }
@@ -299,21 +298,6 @@ impl SlotMap {
             }
         }
         runs
-    }
-}
-
-fn decode(raw: &[u8]) -> Result<BytesFrame, String> {
-    match decode_resp2(&Bytes::copy_from_slice(raw)) {
-        Ok(BytesFrame::Error(e)) => Err(e.to_string()),
-        Ok(f) => Ok(f),
-        Err(e) => Err(format!("malformed reply: {e}")),
-    }
-}
-
-fn array(f: BytesFrame) -> Result<Vec<BytesFrame>, String> {
-    match f {
-        BytesFrame::Array(v) => Ok(v),
-        other => Err(format!("expected an array, got {:?}", other.kind())),
     }
 }
 
