@@ -234,6 +234,16 @@ impl FromStr for RedisUrl {
     }
 }
 
+/// `host:port` as `RedisUrl::host_port` writes it (IPv6 in brackets), for
+/// an address a server reported as text (`INFO`, Sentinel, `MOVED`).
+pub fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 fn parse_host_port(s: &str) -> Result<(Host, u16), UrlError> {
     if s.is_empty() {
         return Err(UrlError::MissingHost);

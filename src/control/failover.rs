@@ -349,13 +349,10 @@ fn servers(topo: &Topology) -> Vec<Server> {
 /// this sidecar knows.
 pub fn claim_of(env: &ControlEnv, info: &ReplicationInfo) -> Claim {
     let topo = env.topology.load();
-    let master = info.master_addr.as_ref().map(|(h, p)| {
-        if h.contains(':') {
-            format!("[{h}]:{p}")
-        } else {
-            format!("{h}:{p}")
-        }
-    });
+    let master = info
+        .master_addr
+        .as_ref()
+        .map(|(h, p)| crate::url::join_host_port(h, *p));
     Claim::of(info.is_master, info.link_up, master.as_deref(), |a| {
         topo.all().any(|u| u.label == a || u.url.host_port() == a)
     })

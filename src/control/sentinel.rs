@@ -24,7 +24,7 @@ use crate::conn::plain::Plain;
 use crate::model::topology::{Topology, Writes};
 use crate::proto::reply::decode_resp2;
 use crate::route::sentinel::{self as views, MasterView, ReplicaView};
-use crate::url::{Host, RedisUrl};
+use crate::url::{Host, RedisUrl, join_host_port};
 
 /// Events that make the next poll happen at once.
 const CHANNELS: &[&str] = &[
@@ -86,7 +86,7 @@ async fn ask(
     let name = cfg.master_name.as_bytes();
     let m = c.call(&[b"SENTINEL", b"MASTER", name], timeout).await?;
     let mut master = views::parse_master(&m.raw)?;
-    let from = join(&master.ip, master.port);
+    let from = join_host_port(&master.ip, master.port);
     // The address clients should use: the promoted replica as soon as the
     // failover reached reconfiguration, before `+switch-master`.
     let a = c
@@ -111,7 +111,7 @@ async fn ask(
 /// The region of the server at `host:port`: the configured entry with
 /// that address (the primary's or a replica's), else `unknown`.
 fn region_of(config: &Config, host: &str, port: u16) -> String {
-    let same = |u: &RedisUrl| u.port == port && u.host_port() == join(host, port);
+    let same = |u: &RedisUrl| u.port == port && u.host_port() == join_host_port(host, port);
     if !config.primary.url.host_port().contains(".invalid:") && same(&config.primary.url) {
         return config.primary.region.clone();
     }
@@ -120,14 +120,6 @@ fn region_of(config: &Config, host: &str, port: u16) -> String {
         .iter()
         .find(|r| same(&r.url))
         .map_or_else(|| "unknown".to_string(), |r| r.region.clone())
-}
-
-fn join(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
 }
 
 /// The URL for a server the sentinels named: the configured primary URL's
@@ -311,7 +303,9 @@ async fn poll(env: &ControlEnv) -> bool {
         let entry = config
             .replicas
             .iter()
-            .position(|c| c.url.port == r.port && c.url.host_port() == join(&r.ip, r.port))
+            .position(|c| {
+                c.url.port == r.port && c.url.host_port() == join_host_port(&r.ip, r.port)
+            })
             .map_or(1000 + i, |p| p + 1);
         if let Some(w) = want(&config, entry, &r.ip, r.port) {
             wanted.push(w);
@@ -319,7 +313,7 @@ async fn poll(env: &ControlEnv) -> bool {
     }
     let topo = env.topology.load_full();
     let mut primary = primary;
-    let mut same_primary = topo.primary.label == join(&winner.ip, winner.port);
+    let mut same_primary = topo.primary.label == join_host_port(&winner.ip, winner.port);
     // A failover away from the primary writes go to now.
     let failing_over = views
         .iter()
@@ -336,7 +330,7 @@ async fn poll(env: &ControlEnv) -> bool {
             .filter(|v| v.master.failing_over())
             .flat_map(|v| v.replicas.iter())
             .filter(|r| r.flags.iter().any(|f| f == "promoted"))
-            .map(|r| join(&r.ip, r.port))
+            .map(|r| join_host_port(&r.ip, r.port))
             .collect();
         match promoted_replica(env, &topo, &chosen, timeout).await {
             Some(up) if failing_over => {

@@ -70,25 +70,14 @@ pub(super) struct Split {
     failed: bool,
 }
 
-fn is_error(r: &[u8]) -> bool {
-    matches!(r.first(), Some(b'-') | Some(b'!'))
-}
-
-/// The header line of an array reply, and its length.
-fn array_header(r: &[u8]) -> Option<(usize, usize)> {
-    if r.first() != Some(&b'*') {
-        return None;
-    }
-    let end = r.windows(2).position(|w| w == b"\r\n")?;
-    let n: usize = std::str::from_utf8(&r[1..end]).ok()?.parse().ok()?;
-    Some((n, end + 2))
-}
-
 fn merge_fan(how: &How, replies: Vec<Bytes>) -> Bytes {
     if let How::Plan(p) = how {
         return split::merge(p, replies);
     }
-    if let Some(e) = replies.iter().find(|r| is_error(r)) {
+    if let Some(e) = replies
+        .iter()
+        .find(|r| crate::route::cluster::error_text(r).is_some())
+    {
         return e.clone();
     }
     let odd = || resp::error("ERR nearby: unexpected reply from a shard");
@@ -97,11 +86,7 @@ fn merge_fan(how: &How, replies: Vec<Bytes>) -> Bytes {
         How::Sum => {
             let mut sum = 0i64;
             for r in &replies {
-                match std::str::from_utf8(&r[..])
-                    .ok()
-                    .and_then(|t| t.strip_prefix(':'))
-                    .and_then(|t| t.trim_end().parse::<i64>().ok())
-                {
+                match split::integer(r) {
                     Some(n) => sum += n,
                     None => return odd(),
                 }
@@ -112,7 +97,7 @@ fn merge_fan(how: &How, replies: Vec<Bytes>) -> Bytes {
             let mut total = 0;
             let mut body = Vec::new();
             for r in &replies {
-                let Some((n, at)) = array_header(r) else {
+                let Some((n, at)) = split::array_header(r) else {
                     return odd();
                 };
                 total += n;
@@ -137,7 +122,7 @@ fn merge_fan(how: &How, replies: Vec<Bytes>) -> Bytes {
         How::Scan { shard, shards } => {
             // `*2 $<len> <cursor> *<n> keys...`
             let r = &replies[0];
-            let Some((2, at)) = array_header(r) else {
+            let Some((2, at)) = split::array_header(r) else {
                 return odd();
             };
             let rest = &r[at..];
@@ -662,11 +647,7 @@ impl Session {
         if !ask {
             cluster.refresh.notify_one();
         }
-        let label = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
+        let label = crate::url::join_host_port(host, port);
         let state = cluster.load_full();
         let mut found: Option<(Arc<TopologyCell>, Arc<Upstream>)> = None;
         for cell in &state.shards {

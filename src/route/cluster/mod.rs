@@ -25,7 +25,7 @@ pub const SLOTS: u16 = 16384;
 
 /// The text of an error reply, `-TEXT\r\n` or RESP3 `!<len>\r\nTEXT\r\n`,
 /// when `reply` is exactly one such frame. `None` for anything else.
-pub(crate) fn error_text(reply: &[u8]) -> Option<&[u8]> {
+pub fn error_text(reply: &[u8]) -> Option<&[u8]> {
     let text = match reply.first()? {
         b'-' => {
             let body = reply.strip_suffix(b"\r\n")?;

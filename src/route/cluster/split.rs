@@ -217,7 +217,7 @@ fn merge_mget(plan: &Plan, replies: Vec<Bytes>) -> Option<Bytes> {
 }
 
 /// `*<n>\r\n`: `n` and the header's length.
-fn array_header(reply: &[u8]) -> Option<(usize, usize)> {
+pub fn array_header(reply: &[u8]) -> Option<(usize, usize)> {
     if reply.first() != Some(&b'*') {
         return None;
     }
@@ -230,7 +230,7 @@ fn array_header(reply: &[u8]) -> Option<(usize, usize)> {
 }
 
 /// `:<n>\r\n`, exactly.
-fn integer(reply: &[u8]) -> Option<i64> {
+pub fn integer(reply: &[u8]) -> Option<i64> {
     parse_ll(reply.strip_prefix(b":")?.strip_suffix(b"\r\n")?)
 }
 
