@@ -21,9 +21,7 @@ use crate::cli::{ConfigArgs, LabArgs};
 use crate::config::Config;
 use crate::lab::relay::Relay;
 
-use super::{
-    Region, Server, find_on_path, free_port, port_of, print_table, query, stop_signal, wait_for,
-};
+use super::{Region, Server, find_on_path, free_port, query, wait_for};
 
 /// How many shards the lab's cluster has.
 const SHARDS: usize = 3;
@@ -362,22 +360,7 @@ pub async fn lab(args: &LabArgs, bin: &Path, dir: &Path, regions: &[Region]) -> 
             s.front_addr()
         );
     }
-    println!(
-        "nearby listens on {} (this region: {}); admin on http://{}\ntry: redis-cli -p {} set k v; redis-cli -p {} get k; nearby status --admin {}",
-        args.listen,
-        args.region,
-        args.admin,
-        port_of(&args.listen),
-        port_of(&args.listen),
-        args.admin
-    );
-
-    let stop = stop_signal(args.duration_s);
-    let table = print_table(args.admin.clone(), args.table_ms);
-    let result = tokio::select! {
-        r = crate::app::run_until(config, stop, None) => r.map_err(|e| format!("the sidecar stopped: {e}")),
-        _ = table => Ok(()),
-    };
+    let result = super::serve(args, config).await;
     kill(&mut nodes).await;
     drop(nodes);
     println!("nearby lab: stopped; removed {}", dir.display());

@@ -392,6 +392,23 @@ async fn lab(args: &LabArgs, bin: &Path, dir: &Path, regions: &[Region]) -> Resu
             sentinel::MASTER
         );
     }
+    let result = serve(args, config).await;
+    // The sentinels first: none may fail over while the servers go.
+    if let Some(s) = &mut sentinels {
+        s.kill().await;
+    }
+    for s in &mut servers {
+        let _ = s.child.kill().await;
+    }
+    drop(servers);
+    drop(relays);
+    println!("nearby lab: stopped; removed {}", dir.display());
+    result
+}
+
+/// Says how to reach the lab's sidecar, then runs it (and the live table)
+/// until the lab stops.
+pub(super) async fn serve(args: &LabArgs, config: Config) -> Result<(), String> {
     println!(
         "nearby listens on {} (this region: {}); admin on http://{}\ntry: redis-cli -p {} set k v; redis-cli -p {} get k; nearby status --admin {}",
         args.listen,
@@ -404,21 +421,10 @@ async fn lab(args: &LabArgs, bin: &Path, dir: &Path, regions: &[Region]) -> Resu
 
     let stop = stop_signal(args.duration_s);
     let table = print_table(args.admin.clone(), args.table_ms);
-    let result = tokio::select! {
+    tokio::select! {
         r = crate::app::run_until(config, stop, None) => r.map_err(|e| format!("the sidecar stopped: {e}")),
         _ = table => Ok(()),
-    };
-    // The sentinels first: none may fail over while the servers go.
-    if let Some(s) = &mut sentinels {
-        s.kill().await;
     }
-    for s in &mut servers {
-        let _ = s.child.kill().await;
-    }
-    drop(servers);
-    drop(relays);
-    println!("nearby lab: stopped; removed {}", dir.display());
-    result
 }
 
 fn port_of(addr: &str) -> &str {
