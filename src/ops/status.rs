@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
-use crate::ops::admin::Status;
+use crate::ops::admin::{Status, UpstreamStatus};
 
 /// GETs `path` from the admin server at `addr` (hyper client, HTTP/1.1).
 pub async fn fetch(addr: &str, path: &str) -> Result<(u16, String), String> {
@@ -127,30 +127,32 @@ pub fn render(s: &Status) -> String {
         "REGION", "ROLE", "ADDRESS", "HEALTH", "RTT", "LAG", "READS/1m", "READS", "WRITES"
     );
     for u in &s.upstreams {
-        let health = match (&u.unusable, u.healthy) {
-            (None, _) => "up".to_string(),
-            (Some(x), _) => x.clone(),
-        };
-        let lag = u
-            .lag_ms
-            .map(|l| format!("{:.1} s", l as f64 / 1000.0))
-            .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             out,
             "{:<10} {:<8} {:<24} {:<14} {:>9} {:>9} {:>9.0}% {:>9} {:>9}",
             u.region,
             u.role,
             u.address,
-            health,
+            health(u),
             ms(u.rtt_ms),
-            lag,
+            lag(u),
             u.read_share_1m * 100.0,
             u.reads,
             u.writes
         );
     }
-    render_shards(&mut out, s);
     out
+}
+
+/// `up`, or why the upstream takes no reads.
+fn health(u: &UpstreamStatus) -> String {
+    u.unusable.clone().unwrap_or_else(|| "up".into())
+}
+
+fn lag(u: &UpstreamStatus) -> String {
+    u.lag_ms
+        .map(|l| format!("{:.1} s", l as f64 / 1000.0))
+        .unwrap_or_else(|| "-".into())
 }
 
 /// The shards of a cluster: slot ranges, where reads go, each node.
@@ -167,19 +169,15 @@ fn render_shards(out: &mut String, s: &Status) {
             shard.reads_go_to.role, shard.reads_go_to.upstream
         );
         for u in &shard.upstreams {
-            let lag = u
-                .lag_ms
-                .map(|l| format!("{:.1} s", l as f64 / 1000.0))
-                .unwrap_or_else(|| "-".into());
             let _ = writeln!(
                 out,
                 "  {:<8} {:<10} {:<24} {:<14} rtt {:>9} lag {:>7}",
                 u.role,
                 u.region,
                 u.address,
-                u.unusable.clone().unwrap_or_else(|| "up".into()),
+                health(u),
                 ms(u.rtt_ms),
-                lag
+                lag(u)
             );
         }
     }
