@@ -46,23 +46,19 @@ const CHANNELS: &[&str] = &[
 ];
 
 /// A connection to one sentinel, with the configured AUTH.
-struct Conn;
-
-impl Conn {
-    async fn open(
-        env: &ControlEnv,
-        cfg: &SentinelConfig,
-        at: &RedisUrl,
-        timeout: Duration,
-    ) -> Result<Plain, String> {
-        let auth = cfg
-            .password
-            .as_ref()
-            .map(|p| (cfg.username.as_deref(), p.expose()));
-        Plain::open(env.pipes.connector(), &at.host, at.port, auth, timeout)
-            .await
-            .map_err(|e| format!("sentinel {}: {e}", at.host_port()))
-    }
+async fn connect(
+    env: &ControlEnv,
+    cfg: &SentinelConfig,
+    at: &RedisUrl,
+    timeout: Duration,
+) -> Result<Plain, String> {
+    let auth = cfg
+        .password
+        .as_ref()
+        .map(|p| (cfg.username.as_deref(), p.expose()));
+    Plain::open(env.pipes.connector(), &at.host, at.port, auth, timeout)
+        .await
+        .map_err(|e| format!("sentinel {}: {e}", at.host_port()))
 }
 
 /// One sentinel's view: the master and its replicas.
@@ -82,7 +78,7 @@ async fn ask(
     at: &RedisUrl,
     timeout: Duration,
 ) -> Result<View, String> {
-    let mut c = Conn::open(env, cfg, at, timeout).await?;
+    let mut c = connect(env, cfg, at, timeout).await?;
     let name = cfg.master_name.as_bytes();
     let m = c.call(&[b"SENTINEL", b"MASTER", name], timeout).await?;
     let mut master = views::parse_master(&m.raw)?;
@@ -199,7 +195,7 @@ async fn listen(env: ControlEnv, cfg: SentinelConfig, at: RedisUrl, wake: Arc<No
     loop {
         let timeout = Duration::from_millis(env.config().timeouts.connect_timeout_ms);
         let res = async {
-            let mut c = Conn::open(&env, &cfg, &at, timeout).await?;
+            let mut c = connect(&env, &cfg, &at, timeout).await?;
             let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
             args.extend(CHANNELS.iter().map(|c| c.as_bytes()));
             c.send(&args).await?;
