@@ -149,7 +149,7 @@ mod tests {
                 "--{long} help: {help:?}"
             );
         }
-        assert_eq!(seen, 46);
+        assert_eq!(seen, 49);
     }
 
     #[test]

@@ -30,6 +30,11 @@ pub const USAGE_ALLOWANCE: &str = "nearby_usage_free_commands_per_day";
 pub const PROBES: &str = "nearby_probes_total";
 pub const PRIMARY_CHANGES: &str = "nearby_primary_changes_total";
 pub const WRITES_AT_RISK: &str = "nearby_failover_writes_at_risk_total";
+pub const NEAR_CACHE_HITS: &str = "nearby_near_cache_hits_total";
+pub const NEAR_CACHE_MISSES: &str = "nearby_near_cache_misses_total";
+pub const NEAR_CACHE_INVALIDATIONS: &str = "nearby_near_cache_invalidations_total";
+pub const NEAR_CACHE_BYTES: &str = "nearby_near_cache_bytes";
+pub const NEAR_CACHE_ENTRIES: &str = "nearby_near_cache_entries";
 
 /// Explicit buckets from 50 µs to 10 s: Prometheus histograms, not
 /// summaries, so they aggregate across sidecars.
@@ -123,6 +128,90 @@ fn describe() {
         WRITES_AT_RISK,
         "Writes acknowledged by an old primary that its successor may lack"
     );
+    describe_counter!(NEAR_CACHE_HITS, "Reads answered from the near-cache");
+    describe_counter!(
+        NEAR_CACHE_MISSES,
+        "Cacheable reads that went upstream (and filled the near-cache)"
+    );
+    describe_counter!(
+        NEAR_CACHE_INVALIDATIONS,
+        "Near-cache entries dropped, by reason"
+    );
+    describe_gauge!(NEAR_CACHE_BYTES, "Bytes held by the near-cache");
+    describe_gauge!(NEAR_CACHE_ENTRIES, "Entries held by the near-cache");
+}
+
+/// Why near-cache entries were dropped (`reason` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Invalidation {
+    /// Redis said the key changed (a tracking push).
+    Key,
+    /// Redis said every key changed (FLUSHALL, a full resync).
+    Flush,
+    /// A write through this sidecar.
+    Write,
+    /// The fill connection was lost.
+    Connection,
+    /// The entry's upstream became unusable or changed history.
+    Unusable,
+    /// Pushed out by newer entries (the byte bound).
+    Evicted,
+}
+
+impl Invalidation {
+    pub const ALL: [Invalidation; 6] = [
+        Invalidation::Key,
+        Invalidation::Flush,
+        Invalidation::Write,
+        Invalidation::Connection,
+        Invalidation::Unusable,
+        Invalidation::Evicted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Invalidation::Key => "key",
+            Invalidation::Flush => "flush",
+            Invalidation::Write => "write",
+            Invalidation::Connection => "connection",
+            Invalidation::Unusable => "unusable",
+            Invalidation::Evicted => "evicted",
+        }
+    }
+}
+
+/// The near-cache's counters and gauges, registered once.
+pub struct NearCacheMetrics {
+    pub hits: Counter,
+    pub misses: Counter,
+    invalidations: [Counter; 6],
+    pub bytes: Gauge,
+    pub entries: Gauge,
+}
+
+impl NearCacheMetrics {
+    pub fn new() -> NearCacheMetrics {
+        NearCacheMetrics {
+            hits: counter!(NEAR_CACHE_HITS),
+            misses: counter!(NEAR_CACHE_MISSES),
+            invalidations: Invalidation::ALL
+                .map(|r| counter!(NEAR_CACHE_INVALIDATIONS, "reason" => r.as_str())),
+            bytes: gauge!(NEAR_CACHE_BYTES),
+            entries: gauge!(NEAR_CACHE_ENTRIES),
+        }
+    }
+
+    pub fn invalidated(&self, reason: Invalidation, n: usize) {
+        if n > 0 {
+            self.invalidations[reason as usize].increment(n as u64);
+        }
+    }
+}
+
+impl Default for NearCacheMetrics {
+    fn default() -> Self {
+        NearCacheMetrics::new()
+    }
 }
 
 /// A primary change, counted by its source (config, role, sentinel).

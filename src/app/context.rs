@@ -7,8 +7,9 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, NearCache as NearCacheMode};
 use crate::conn::connect::Connector;
+use crate::conn::fill::FillPool;
 use crate::conn::pipe::Timeouts;
 use crate::conn::pool::PipePool;
 use crate::conn::resolve::Resolver;
@@ -19,6 +20,7 @@ use crate::model::SharedConfig;
 use crate::model::clients::Clients;
 use crate::model::cluster::ClusterCell;
 use crate::model::facts::ServerFacts;
+use crate::model::near_cache::NearCache;
 use crate::model::replication::Replication;
 use crate::model::topology::TopologyCell;
 use crate::ops::admin::AdminEnv;
@@ -36,6 +38,8 @@ pub struct Context {
     pub shutdown: watch::Sender<bool>,
     /// Set when fronting a Redis Cluster.
     pub cluster: Option<Arc<ClusterCell>>,
+    /// Set with `--near-cache on`.
+    pub near_cache: Option<Arc<FillPool>>,
 }
 
 impl Context {
@@ -50,7 +54,15 @@ impl Context {
             connect: Duration::from_millis(config.timeouts.connect_timeout_ms),
             request: Duration::from_millis(config.timeouts.request_timeout_ms),
         };
+        let near_cache = (config.near_cache.mode == NearCacheMode::On).then(|| {
+            let cache = NearCache::new(
+                config.near_cache.max_bytes,
+                Duration::from_millis(config.near_cache.max_ttl_ms),
+            );
+            Arc::new(FillPool::new(Arc::new(cache), connector.clone(), timeouts))
+        });
         Ok(Context {
+            near_cache,
             topology: Arc::new(TopologyCell::from_config(&config)),
             facts: Arc::new(ServerFacts::default()),
             replication: Arc::new(Replication::default()),
@@ -80,6 +92,7 @@ impl Context {
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.subscribe(),
             cluster: self.cluster.clone(),
+            near_cache: self.near_cache.clone(),
         })
     }
 
@@ -100,6 +113,7 @@ impl Context {
             clients: self.clients.clone(),
             metrics: self.metrics.clone(),
             cluster: self.cluster.clone(),
+            near_cache: self.near_cache.as_ref().map(|p| p.cache.clone()),
         }
     }
 }

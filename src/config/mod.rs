@@ -25,10 +25,12 @@ mod toml_error;
 mod values;
 
 pub use settings::{
-    Config, ConfigArgs, FailoverConfig, HealthConfig, LimitsConfig, RoutingConfig, TimeoutConfig,
+    Config, ConfigArgs, FailoverConfig, HealthConfig, LimitsConfig, NearCacheConfig, RoutingConfig,
+    TimeoutConfig,
 };
 pub use values::{
-    Consistency, ConsistencyScope, FollowRole, LogFormat, Metrics, ReadFrom, SubscribeFrom, Value,
+    Consistency, ConsistencyScope, FollowRole, LogFormat, Metrics, NearCache, ReadFrom,
+    SubscribeFrom, Value,
 };
 
 use crate::url::{RedisUrl, Secret};
@@ -175,6 +177,7 @@ impl Config {
             fc.listen.is_some(),
         );
         rules::loopback_needs_auth(&config, listen_source)?;
+        rules::near_cache_alone(&config.near_cache, config.cluster.is_some())?;
         Ok(config)
     }
 }

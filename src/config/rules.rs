@@ -44,6 +44,23 @@ pub(super) fn cluster(
     Ok(Some(ClusterConfig { seeds }))
 }
 
+/// The near-cache fronts one primary and its replicas; a cluster's
+/// shards are not cached yet, and silently not caching would mislead.
+pub(super) fn near_cache_alone(
+    nc: &super::NearCacheConfig,
+    cluster: bool,
+) -> Result<(), ConfigError> {
+    const MODE: &Setting = setting("near_cache.mode");
+    if cluster && nc.mode == super::NearCache::On {
+        return Err(ConfigError::new(
+            MODE.flag,
+            MODE.key,
+            "not supported with --cluster yet",
+        ));
+    }
+    Ok(())
+}
+
 /// Sentinel: the addresses (flag list, or the file's) and the master name
 /// they monitor; the name is required with any address.
 pub(super) fn sentinel(

@@ -12,8 +12,8 @@ use super::file::{FileCluster, FileDns, FileSecurity, FileSentinel, FileTls, Fil
 use super::merge::{self, Merger};
 use super::{
     ClusterConfig, ConfigError, ConsistencyScope, DnsConfig, FollowRole, LogFormat, Metrics,
-    ReadFrom, SecurityConfig, SentinelConfig, SubscribeFrom, TlsConfig, UpstreamConfig, Value,
-    print, rules,
+    NearCache, ReadFrom, SecurityConfig, SentinelConfig, SubscribeFrom, TlsConfig, UpstreamConfig,
+    Value, print, rules,
 };
 use super::{Consistency, Secret};
 use crate::url::redact_loose;
@@ -197,6 +197,19 @@ settings! {
             follow_role: FollowRole = "on"
                 => "follow-role", "NEARBY_FOLLOW_ROLE", "on|off",
                 "Without --sentinel, writes follow the server whose ROLE is master";
+        }
+        near_cache: NearCacheConfig, FileNearCache {
+            /// Answer hot reads from local memory, kept fresh by Redis's
+            /// own invalidations (`CLIENT TRACKING`).
+            mode: NearCache = "off"
+                => "near-cache", "NEARBY_NEAR_CACHE", "on|off",
+                "Answer hot reads from a local cache kept fresh by Redis's invalidations";
+            max_bytes: usize = 67108864, min 1024
+                => "near-cache-max-bytes", "NEARBY_NEAR_CACHE_MAX_BYTES", "BYTES",
+                "Near-cache memory bound (least recently used entries go first)";
+            max_ttl_ms: u64 = 60000, min 1
+                => "near-cache-max-ttl-ms", "NEARBY_NEAR_CACHE_MAX_TTL_MS", "MS",
+                "Longest a near-cache entry lives, whatever its key's TTL";
         }
     }
     flags {

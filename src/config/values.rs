@@ -66,6 +66,14 @@ pub enum FollowRole {
     Off,
 }
 
+/// Whether hot reads are answered from the sidecar's near-cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum NearCache {
+    On,
+    #[default]
+    Off,
+}
+
 /// Names for the enums, shared by parsing and printing.
 pub(super) trait Named: Sized + Copy + PartialEq + 'static {
     const CHOICES: &'static [(&'static str, Self)];
@@ -121,6 +129,10 @@ impl Named for FollowRole {
     const CHOICES: &'static [(&'static str, Self)] =
         &[("on", FollowRole::On), ("off", FollowRole::Off)];
 }
+impl Named for NearCache {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("on", NearCache::On), ("off", NearCache::Off)];
+}
 impl Named for LogFormat {
     const CHOICES: &'static [(&'static str, Self)] =
         &[("text", LogFormat::Text), ("json", LogFormat::Json)];
@@ -141,7 +153,8 @@ display_named!(
     ConsistencyScope,
     SubscribeFrom,
     LogFormat,
-    FollowRole
+    FollowRole,
+    NearCache
 );
 
 /// The type of a table-driven setting (see `settings.rs`): what its flag,
@@ -218,7 +231,8 @@ value_named!(
     SubscribeFrom,
     LogFormat,
     Metrics,
-    FollowRole
+    FollowRole,
+    NearCache
 );
 
 impl Value for SocketAddr {

@@ -4,6 +4,7 @@ pub mod connect;
 pub mod control;
 pub mod dedicated;
 pub mod event;
+pub mod fill;
 pub mod pipe;
 pub mod plain;
 pub mod pool;

@@ -150,6 +150,9 @@ pub(super) async fn poll_replication(
     let info = ReplicationInfo::parse(&String::from_utf8_lossy(&reply.raw));
     let max_staleness = Duration::from_millis(env.config().routing.max_staleness_ms);
     let claim = super::failover::claim_of(env, &info);
+    if let Some(id) = &info.master_replid {
+        up.set_replid(id);
+    }
     if up.set_claim(claim) != claim {
         // The primary follower decides what a role change means.
         env.topology.failover.recheck.notify_one();

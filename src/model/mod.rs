@@ -5,6 +5,7 @@ pub mod clients;
 pub mod cluster;
 pub mod facts;
 pub mod failover;
+pub mod near_cache;
 pub mod replication;
 pub mod topology;
 pub mod upstream;

@@ -87,6 +87,10 @@ pub struct Upstream {
     /// The replica's own `slave_repl_offset` (the primary's
     /// `master_repl_offset`), as last probed.
     repl_offset: AtomicU64,
+    /// A hash of the server's `master_replid`, as last probed (0: not yet):
+    /// the near-cache serves an entry only while its replication history
+    /// is the one it was filled from.
+    replid: AtomicU64,
     latency: Mutex<Latency>,
     pub metrics: UpstreamMetrics,
     /// `Latency::cost` as f64 bits, NaN when unmeasured: read on every
@@ -142,6 +146,7 @@ impl Upstream {
             staleness_bound_ms: AtomicU64::new(0),
             lag_ms: AtomicU64::new(u64::MAX),
             repl_offset: AtomicU64::new(0),
+            replid: AtomicU64::new(0),
             latency: Mutex::new(Latency::new()),
             cost_bits: AtomicU64::new(f64::NAN.to_bits()),
             outstanding: AtomicUsize::new(0),
@@ -385,6 +390,17 @@ impl Upstream {
 
     pub fn set_repl_offset(&self, offset: u64) {
         self.repl_offset.store(offset, Ordering::Relaxed);
+    }
+
+    pub fn set_replid(&self, replid: &str) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        replid.hash(&mut h);
+        self.replid.store(h.finish().max(1), Ordering::Relaxed);
+    }
+
+    pub fn replid(&self) -> u64 {
+        self.replid.load(Ordering::Relaxed)
     }
 
     pub fn repl_offset(&self) -> u64 {

@@ -159,6 +159,8 @@ pub struct AdminEnv {
     pub metrics: Arc<Global>,
     /// Set when fronting a Redis Cluster.
     pub cluster: Option<Arc<crate::model::cluster::ClusterCell>>,
+    /// Set with `--near-cache on`.
+    pub near_cache: Option<Arc<crate::model::near_cache::NearCache>>,
 }
 
 impl AdminEnv {

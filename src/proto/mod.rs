@@ -19,6 +19,7 @@
 
 pub mod command;
 pub mod decode;
+pub mod downgrade;
 pub mod encode;
 pub mod refusal;
 pub mod reply;

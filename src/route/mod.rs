@@ -1,6 +1,7 @@
 //! Pure routing decisions: command classification, replica selection,
 //! latency estimates, replication lag and read-your-writes bookkeeping. No
 //! sockets, no tasks; every time-dependent function takes `now`.
+pub mod cache;
 pub mod cluster;
 pub mod command;
 pub mod consistency;

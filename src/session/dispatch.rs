@@ -25,6 +25,13 @@ const ONE: Expect = Expect::One { blocking: false };
 
 impl Session {
     pub(super) fn dispatch(&mut self, cmd: Command) {
+        self.dispatch_one(cmd);
+        // Taken by the command's slot; a command held (parked) notes it
+        // again when it is dispatched for real.
+        self.next_written = crate::route::cache::writes::Written::Nothing;
+    }
+
+    fn dispatch_one(&mut self, cmd: Command) {
         if cmd.argc() == 0 {
             return;
         }
@@ -48,6 +55,9 @@ impl Session {
             return;
         }
         let cmd = slot_cmd.expect("not taken unless routed");
+        if self.env.near_cache.is_some() && (c.may_write || route == Route::Pin(Pin::Discard)) {
+            self.note_written(&cmd, route);
+        }
         if self.pinned() {
             // A RESP3 client subscribed through a replica may run any
             // command meanwhile: those must not go to the replica's
@@ -81,6 +91,9 @@ impl Session {
         }
         match route {
             Route::Read => {
+                let Some(cmd) = self.near_read(cur, cmd) else {
+                    return;
+                };
                 let up = self.pick_read(&[]);
                 if up.role == Role::Primary
                     && !self.ryw
@@ -230,13 +243,20 @@ impl Session {
         if on_dedicated {
             self.pin.outstanding += 1;
         }
+        let written = std::mem::take(&mut self.next_written);
         let track = if cur.marks_write {
             self.writes_in_flight += 1;
             Track::Write
         } else {
             Track::None
         };
-        self.slots.push(silent, on_dedicated, hook, track)
+        let seq = self.slots.push(silent, on_dedicated, hook, track);
+        if written != crate::route::cache::writes::Written::Nothing
+            && let Some(slot) = self.slots.get_mut(seq)
+        {
+            slot.written = written;
+        }
+        seq
     }
 
     /// A reply the sidecar makes itself for the command `cur`.

@@ -85,6 +85,12 @@ impl Session {
 
     /// Slot `seq` is answered with `reply`.
     pub(super) fn complete(&mut self, seq: u64, reply: Bytes) {
+        // A write's keys leave the near-cache before its reply is written.
+        if let Some(nc) = &self.env.near_cache
+            && let Some(slot) = self.slots.get_mut(seq)
+        {
+            super::near::drop_written(&nc.cache, std::mem::take(&mut slot.written));
+        }
         let Some(done) = self.slots.complete(seq, reply) else {
             return;
         };

@@ -19,6 +19,7 @@ mod cluster;
 mod dispatch;
 mod events;
 mod local;
+mod near;
 mod park;
 mod retry;
 mod slots;
@@ -49,6 +50,7 @@ use crate::model::replication::Replication;
 use crate::model::topology::TopologyCell;
 use crate::proto::encode::{self as resp, Proto};
 use crate::proto::{Command, RequestFramer, RequestLimits};
+use crate::route::cache::writes::Written;
 use crate::route::command::Kind;
 use crate::route::consistency::Tracker;
 use slots::{Hook, Slots};
@@ -70,6 +72,8 @@ pub struct SessionEnv {
     pub shutdown: watch::Receiver<bool>,
     /// Set when fronting a Redis Cluster.
     pub cluster: Option<Arc<crate::model::cluster::ClusterCell>>,
+    /// Set with `--near-cache on`.
+    pub near_cache: Option<Arc<crate::conn::fill::FillPool>>,
 }
 
 impl SessionEnv {
@@ -147,6 +151,11 @@ struct Session {
     splits: Vec<cluster::Split>,
     /// Cluster: the transaction being built.
     txn: Option<cluster::Txn>,
+    /// Near-cache: what the command being dispatched drops when its reply
+    /// arrives (taken by its slot), and what the queued commands of a
+    /// MULTI drop at EXEC.
+    next_written: Written,
+    multi_written: Written,
 }
 
 impl Session {
@@ -182,6 +191,8 @@ impl Session {
             shard: topology,
             splits: Vec::new(),
             txn: None,
+            next_written: Written::Nothing,
+            multi_written: Written::Nothing,
         }
     }
 

@@ -110,6 +110,52 @@ impl Session {
         self.send_pipe(pipe, seq, data, kind, slow);
     }
 
+    /// Sends the cacheable read `cmd` of slot `seq` to `up`'s near-cache
+    /// fill connection, which stores the reply as the entry `entry`.
+    /// Failures and refusals take the shared pipes like any read.
+    pub(super) fn send_fill(
+        &mut self,
+        seq: u64,
+        cmd: Command,
+        up: Arc<Upstream>,
+        entry: (Bytes, Vec<Bytes>),
+        kind: Kind,
+    ) {
+        let Some(pool) = self.env.near_cache.clone() else {
+            return self.send_read(seq, cmd, up, Tried::default(), kind);
+        };
+        let mut tried = Tried::default();
+        tried.push(up.id);
+        let track = self.read_track(&up);
+        let req = crate::conn::fill::FillRequest {
+            seq,
+            reply_to: self.events_tx.clone(),
+            data: cmd.raw().clone(),
+            db: self.client.db,
+            entry,
+            resp2: self.client.proto == crate::proto::Proto::Resp2,
+            kind,
+        };
+        match pool.send(&up, req) {
+            Ok(()) => {
+                if let Some(slot) = self.slots.get_mut(seq) {
+                    slot.track = track;
+                    slot.retry = Some(Retry {
+                        cmd,
+                        tried,
+                        upstream: up,
+                        write: None,
+                        redirects: 0,
+                        shard: None,
+                    });
+                }
+                self.shared_waiting += 1;
+            }
+            // Retired a moment ago: a shared pipe, as any read.
+            Err(_) => self.send_read(seq, cmd, up, Tried::default(), kind),
+        }
+    }
+
     /// A replica refused a read it cannot serve: READONLY (the command is a
     /// write after all: learn it), NOSCRIPT (scripts are not replicated),
     /// LOADING, MASTERDOWN. The primary would have answered: ask it.
@@ -221,7 +267,7 @@ impl Session {
     }
 
     /// How fresh a replica must be for this session's next read.
-    fn read_need(&mut self) -> Need {
+    pub(super) fn read_need(&mut self) -> Need {
         if !self.ryw {
             return Need::Any;
         }

@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use super::retry::Retry;
 use super::state::Creds;
 use crate::proto::encode::Proto;
+use crate::route::cache::writes::Written;
 
 /// Something to do when a reply arrives, if it is not an error.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +54,8 @@ pub(super) struct Slot {
     /// no reply (or a replica's refusal) can go elsewhere.
     pub retry: Option<Retry>,
     pub track: Track,
+    /// Near-cache: what this write drops when its reply arrives.
+    pub written: Written,
 }
 
 /// What completing a slot entails.
@@ -129,6 +132,7 @@ impl Slots {
             hook,
             retry: None,
             track,
+            written: Written::Nothing,
         });
         seq
     }

@@ -31,6 +31,7 @@ mod harness_smoke;
 mod inproc;
 mod lab;
 mod lifecycle;
+mod near_cache;
 mod nearest;
 mod observability;
 mod routing;
