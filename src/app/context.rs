@@ -38,8 +38,9 @@ pub struct Context {
     pub shutdown: watch::Sender<bool>,
     /// Set when fronting a Redis Cluster.
     pub cluster: Option<Arc<ClusterCell>>,
-    /// Set with `--near-cache on`.
-    pub near_cache: Option<Arc<FillPool>>,
+    /// The sidecar's tracking connections: the near-cache's fills, and
+    /// the reads of clients whose CLIENT TRACKING the sidecar emulates.
+    pub fills: Arc<FillPool>,
 }
 
 impl Context {
@@ -54,15 +55,14 @@ impl Context {
             connect: Duration::from_millis(config.timeouts.connect_timeout_ms),
             request: Duration::from_millis(config.timeouts.request_timeout_ms),
         };
-        let near_cache = (config.near_cache.mode == NearCacheMode::On).then(|| {
-            let cache = NearCache::new(
+        let cache = (config.near_cache.mode == NearCacheMode::On).then(|| {
+            Arc::new(NearCache::new(
                 config.near_cache.max_bytes,
                 Duration::from_millis(config.near_cache.max_ttl_ms),
-            );
-            Arc::new(FillPool::new(Arc::new(cache), connector.clone(), timeouts))
+            ))
         });
         Ok(Context {
-            near_cache,
+            fills: Arc::new(FillPool::new(cache, connector.clone(), timeouts)),
             topology: Arc::new(TopologyCell::from_config(&config)),
             facts: Arc::new(ServerFacts::default()),
             replication: Arc::new(Replication::default()),
@@ -92,7 +92,7 @@ impl Context {
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.subscribe(),
             cluster: self.cluster.clone(),
-            near_cache: self.near_cache.clone(),
+            fills: self.fills.clone(),
         })
     }
 
@@ -113,7 +113,7 @@ impl Context {
             clients: self.clients.clone(),
             metrics: self.metrics.clone(),
             cluster: self.cluster.clone(),
-            near_cache: self.near_cache.as_ref().map(|p| p.cache.clone()),
+            near_cache: self.fills.cache.clone(),
         }
     }
 }

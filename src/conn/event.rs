@@ -29,6 +29,9 @@ pub enum Event {
     /// Dedicated connections only: a request answered only by stream frames
     /// (SUBSCRIBE) has been passed.
     Passed { seq: u64 },
+    /// An invalidation for a client whose tracking the sidecar emulates
+    /// (`conn::trackers`): written after every reply already queued.
+    Push { data: Bytes },
     /// Dedicated connections only: the connection is gone.
     Closed { error: Arc<str>, conn: u64 },
 }

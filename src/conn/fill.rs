@@ -23,8 +23,13 @@ use tokio::time::Instant;
 
 use crate::conn::connect::{self as upstream, Connector, Handshake, UpstreamError};
 use crate::conn::event::{Event, EventTx, Timeouts};
+use crate::conn::trackers::Trackers;
 use crate::metrics::Invalidation;
 use crate::model::near_cache::NearCache;
+
+/// Numbers fill connections across the process: entries name the
+/// connection that filled them, so losing it drops exactly its entries.
+static NEXT_CONN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 use crate::model::topology::Upstream;
 use crate::proto::encode::Proto;
 use crate::proto::{Command, ReplyFramer, ReplyLimits, decode_resp3};
@@ -38,8 +43,10 @@ pub struct FillRequest {
     /// The command, as the client sent it.
     pub data: Bytes,
     pub db: u32,
-    /// The entry to fill: its key and the Redis keys it covers.
-    pub entry: (Bytes, Vec<Bytes>),
+    /// The near-cache entry to fill: its key and the Redis keys it
+    /// covers. None: only tracked (for a client whose tracking the
+    /// sidecar emulates).
+    pub entry: Option<(Bytes, Vec<Bytes>)>,
     /// The client speaks RESP2: the reply is converted.
     pub resp2: bool,
     pub kind: Kind,
@@ -48,16 +55,23 @@ pub struct FillRequest {
 /// The fill connections of one sidecar, one per upstream, started on
 /// first use.
 pub struct FillPool {
-    pub cache: Arc<NearCache>,
+    /// With `--near-cache on`.
+    pub cache: Option<Arc<NearCache>>,
+    pub trackers: Arc<Trackers>,
     connector: Arc<Connector>,
     timeouts: Timeouts,
     handles: Mutex<HashMap<usize, mpsc::UnboundedSender<FillRequest>>>,
 }
 
 impl FillPool {
-    pub fn new(cache: Arc<NearCache>, connector: Arc<Connector>, timeouts: Timeouts) -> FillPool {
+    pub fn new(
+        cache: Option<Arc<NearCache>>,
+        connector: Arc<Connector>,
+        timeouts: Timeouts,
+    ) -> FillPool {
         FillPool {
             cache,
+            trackers: Arc::new(Trackers::default()),
             connector,
             timeouts,
             handles: Mutex::new(HashMap::new()),
@@ -73,8 +87,12 @@ impl FillPool {
         let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
         let tx = handles.entry(up.id).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
+            let sinks = Sinks {
+                cache: self.cache.clone(),
+                trackers: self.trackers.clone(),
+            };
             tokio::spawn(run(
-                self.cache.clone(),
+                sinks,
                 self.connector.clone(),
                 up.clone(),
                 self.timeouts,
@@ -99,8 +117,24 @@ fn fail(req: FillRequest, error: &Arc<str>) {
     });
 }
 
+/// Where what a fill connection hears goes.
+struct Sinks {
+    cache: Option<Arc<NearCache>>,
+    trackers: Arc<Trackers>,
+}
+
+impl Sinks {
+    /// The connection is gone, and its invalidations with it.
+    fn lost(&self, conn: u64) {
+        if let Some(c) = &self.cache {
+            c.flush_conn(conn);
+        }
+        self.trackers.flush();
+    }
+}
+
 async fn run(
-    cache: Arc<NearCache>,
+    sinks: Sinks,
     connector: Arc<Connector>,
     up: Arc<Upstream>,
     timeouts: Timeouts,
@@ -119,12 +153,12 @@ async fn run(
             }
             return;
         }
-        let conn = cache.next_conn();
+        let conn = NEXT_CONN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let err = match open(&connector, &up, timeouts.connect).await {
             Ok((stream, leftover)) => {
                 backoff = MIN_BACKOFF;
-                let err = serve(&cache, &up, conn, stream, leftover, &mut rx, timeouts).await;
-                cache.flush_conn(conn);
+                let err = serve(&sinks, &up, conn, stream, leftover, &mut rx, timeouts).await;
+                sinks.lost(conn);
                 match err {
                     Some(e) => e,
                     None => return,
@@ -206,7 +240,7 @@ enum Expect {
         resp2: bool,
         kind: Kind,
         sent: Instant,
-        fill: FillId,
+        fill: Option<FillId>,
         source: Source,
         /// `PTTL` replies still to come for it.
         ttls: usize,
@@ -228,7 +262,7 @@ struct Answered {
 }
 
 async fn serve(
-    cache: &NearCache,
+    sinks: &Sinks,
     up: &Arc<Upstream>,
     conn: u64,
     stream: upstream::UpstreamStream,
@@ -252,24 +286,24 @@ async fn serve(
             match framer.next(&mut buf) {
                 Ok(Some(reply)) => {
                     if reply.is_push() {
-                        on_push(cache, &reply.raw);
+                        on_push(sinks, &reply.raw);
                         continue;
                     }
                     let Some(e) = expect.pop_front() else {
                         return Some(end(
-                            cache,
+                            sinks,
                             up,
                             expect,
                             answered,
                             UpstreamError::Protocol("reply without a request".into()),
                         ));
                     };
-                    on_reply(cache, up, e, reply, &mut answered);
+                    on_reply(sinks, up, e, reply, &mut answered);
                 }
                 Ok(None) => break,
                 Err(e) => {
                     return Some(end(
-                        cache,
+                        sinks,
                         up,
                         expect,
                         answered,
@@ -300,17 +334,19 @@ async fn serve(
                         expect.push_back(Expect::Select);
                         db = req.db;
                     }
-                    let (key, keys) = req.entry;
                     out.extend_from_slice(CACHING_YES);
                     expect.push_back(Expect::Caching);
                     out.extend_from_slice(&req.data);
-                    let ttls = keys.len();
-                    for k in &keys {
-                        out.extend_from_slice(Command::from_args(&[b"PTTL", k]).raw());
-                    }
+                    let entry = req.entry.zip(sinks.cache.as_ref());
+                    let ttls = entry.as_ref().map_or(0, |((_, keys), _)| keys.len());
                     // Registered before the request is written: a push
                     // read after this point poisons it.
-                    let fill = cache.begin_fill(key, keys, conn);
+                    let fill = entry.map(|((key, keys), cache)| {
+                        for k in &keys {
+                            out.extend_from_slice(Command::from_args(&[b"PTTL", k]).raw());
+                        }
+                        cache.begin_fill(key, keys, conn)
+                    });
                     let source = Source {
                         upstream: up.id,
                         conn,
@@ -327,8 +363,10 @@ async fn serve(
                         source,
                         ttls,
                     });
-                    for i in 0..ttls {
-                        expect.push_back(Expect::Ttl { fill, last: i + 1 == ttls });
+                    if let Some(fill) = fill {
+                        for i in 0..ttls {
+                            expect.push_back(Expect::Ttl { fill, last: i + 1 == ttls });
+                        }
                     }
                     up.add_outstanding(1);
                 }
@@ -352,7 +390,7 @@ async fn serve(
             }
         }
     };
-    Some(end(cache, up, expect, answered, err))
+    Some(end(sinks, up, expect, answered, err))
 }
 
 const CACHING_YES: &[u8] = b"*3\r\n$6\r\nCLIENT\r\n$7\r\nCACHING\r\n$3\r\nYES\r\n";
@@ -360,7 +398,7 @@ const CACHING_YES: &[u8] = b"*3\r\n$6\r\nCLIENT\r\n$7\r\nCACHING\r\n$3\r\nYES\r\
 /// The connection is lost: reads in flight fail (the session retries them
 /// elsewhere), fills in flight are forgotten.
 fn end(
-    cache: &NearCache,
+    sinks: &Sinks,
     up: &Upstream,
     expect: VecDeque<Expect>,
     answered: HashMap<FillId, Answered>,
@@ -376,21 +414,25 @@ fn end(
         } = e
         {
             up.sub_outstanding(1);
-            cache.abandon_fill(fill);
+            if let (Some(f), Some(c)) = (fill, &sinks.cache) {
+                c.abandon_fill(f);
+            }
             let _ = reply_to.send(Event::Failed {
                 seq,
                 error: text.clone(),
             });
         }
     }
-    for id in answered.into_keys() {
-        cache.abandon_fill(id);
+    if let Some(c) = &sinks.cache {
+        for id in answered.into_keys() {
+            c.abandon_fill(id);
+        }
     }
     err
 }
 
 fn on_reply(
-    cache: &NearCache,
+    sinks: &Sinks,
     up: &Upstream,
     e: Expect,
     reply: crate::proto::Reply,
@@ -425,6 +467,9 @@ fn on_reply(
                 reply.raw.clone()
             };
             let _ = reply_to.send(Event::Reply { seq, data });
+            let (Some(fill), Some(cache)) = (fill, &sinks.cache) else {
+                return;
+            };
             if reply.is_error() || ttls == 0 {
                 cache.abandon_fill(fill);
             } else {
@@ -451,7 +496,10 @@ fn on_reply(
                     _ => a.failed = true,
                 }
             }
-            if last && let Some(a) = answered.remove(&fill) {
+            if last
+                && let Some(a) = answered.remove(&fill)
+                && let Some(cache) = &sinks.cache
+            {
                 if a.failed || a.ttl.is_zero() {
                     cache.abandon_fill(fill);
                 } else {
@@ -464,7 +512,7 @@ fn on_reply(
 }
 
 /// `>2 invalidate [keys...]`, or `>2 invalidate _` for "everything".
-fn on_push(cache: &NearCache, raw: &Bytes) {
+fn on_push(sinks: &Sinks, raw: &Bytes) {
     let Ok(F3::Push { data, .. }) = decode_resp3(raw) else {
         return;
     };
@@ -478,9 +526,17 @@ fn on_push(cache: &NearCache, raw: &Bytes) {
                 F3::BlobString { data, .. } | F3::SimpleString { data, .. } => Some(&data[..]),
                 _ => None,
             });
-            cache.invalidate(keys, Invalidation::Key);
+            if let Some(c) = &sinks.cache {
+                c.invalidate(keys.clone(), Invalidation::Key);
+            }
+            sinks.trackers.invalidate(keys);
         }
-        Some(F3::Null) => cache.flush_all(Invalidation::Flush),
+        Some(F3::Null) => {
+            if let Some(c) = &sinks.cache {
+                c.flush_all(Invalidation::Flush);
+            }
+            sinks.trackers.flush();
+        }
         _ => {}
     }
 }

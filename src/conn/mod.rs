@@ -12,3 +12,4 @@ pub mod resolve;
 pub mod socket;
 pub mod stream;
 pub mod tls;
+pub mod trackers;

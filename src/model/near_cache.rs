@@ -1,12 +1,10 @@
 //! The near-cache every session of one sidecar shares: the store (pure,
-//! `route::cache`) behind one lock, its metrics, and the numbering of the
-//! fill connections whose invalidations keep it fresh.
+//! `route::cache`) behind one lock, and its metrics.
 //!
 //! The lock is held only for a hash lookup or an insert: a hit clones a
 //! `Bytes` (a reference count), never the reply.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,7 +18,6 @@ pub struct NearCache {
     /// The longest an entry lives, whatever its key's TTL.
     pub max_ttl: Duration,
     pub metrics: NearCacheMetrics,
-    next_conn: AtomicU64,
 }
 
 impl NearCache {
@@ -29,7 +26,6 @@ impl NearCache {
             store: Mutex::new(Store::new(max_bytes)),
             max_ttl,
             metrics: NearCacheMetrics::new(),
-            next_conn: AtomicU64::new(1),
         }
     }
 
@@ -37,12 +33,6 @@ impl NearCache {
         // A panic while holding the lock leaves a consistent store (every
         // operation finishes its bookkeeping before it can fail).
         self.store.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A number for a new fill connection: entries name the connection
-    /// that filled them, so losing it drops exactly its entries.
-    pub fn next_conn(&self) -> u64 {
-        self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The entry for `key`, if there is one that has not expired.

@@ -11,3 +11,4 @@ pub mod latency;
 pub mod replication;
 pub mod select;
 pub mod sentinel;
+pub mod tracking;

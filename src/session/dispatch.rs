@@ -54,8 +54,30 @@ impl Session {
         if self.env.cluster.is_some() && self.cluster_route(cur, &mut slot_cmd, route) {
             return;
         }
-        let cmd = slot_cmd.expect("not taken unless routed");
-        if self.env.near_cache.is_some() && (c.may_write || route == Route::Pin(Pin::Discard)) {
+        let mut cmd = slot_cmd.expect("not taken unless routed");
+        if route == Route::Pin(Pin::ClientState)
+            && !self.pinned()
+            && cmd.name_eq("CLIENT")
+            && self.tracking_command(cur, &cmd)
+        {
+            return;
+        }
+        // Emulated tracking: whether this command's keys are tracked (it
+        // consumes CLIENT CACHING), and a NOLOOP writer's own keys.
+        let mut tracked = false;
+        if let Some(t) = &mut self.tracking
+            && !cmd.name_eq("CLIENT")
+        {
+            tracked = t.take_tracked();
+            if t.noloop
+                && c.may_write
+                && let crate::route::cache::writes::Written::Keys(keys) =
+                    crate::route::cache::writes::written(&cmd)
+            {
+                self.env.fills.trackers.untrack(self.id, &keys);
+            }
+        }
+        if self.env.fills.cache.is_some() && (c.may_write || route == Route::Pin(Pin::Discard)) {
             self.note_written(&cmd, route);
         }
         if self.pinned() {
@@ -91,9 +113,13 @@ impl Session {
         }
         match route {
             Route::Read => {
-                let Some(cmd) = self.near_read(cur, cmd) else {
-                    return;
-                };
+                if self.env.fills.cache.is_some() || tracked {
+                    let keys = tracked.then(|| super::near::read_keys(&cmd));
+                    let Some(back) = self.near_read(cur, cmd, keys) else {
+                        return;
+                    };
+                    cmd = back;
+                }
                 let up = self.pick_read(&[]);
                 if up.role == Role::Primary
                     && !self.ryw

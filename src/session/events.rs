@@ -58,6 +58,14 @@ impl Session {
                 self.complete(seq, resp::error(&format!("ERR nearby: {error}")));
             }
             Event::Passed { seq } => self.complete(seq, Bytes::new()),
+            Event::Push { data } => {
+                if self.tracking.is_some() {
+                    // After every reply queued so far: a push never
+                    // overtakes the reply of the read it is about.
+                    let newest = self.slots.next_seq() - 1;
+                    self.slots.stream(newest, data);
+                }
+            }
             Event::Stream {
                 after,
                 data,
@@ -86,10 +94,15 @@ impl Session {
     /// Slot `seq` is answered with `reply`.
     pub(super) fn complete(&mut self, seq: u64, reply: Bytes) {
         // A write's keys leave the near-cache before its reply is written.
-        if let Some(nc) = &self.env.near_cache
-            && let Some(slot) = self.slots.get_mut(seq)
-        {
-            super::near::drop_written(&nc.cache, std::mem::take(&mut slot.written));
+        if let Some(slot) = self.slots.get_mut(seq) {
+            let written = std::mem::take(&mut slot.written);
+            let tracked = std::mem::take(&mut slot.tracked);
+            if let Some(cache) = &self.env.fills.cache {
+                super::near::drop_written(cache, written);
+            }
+            if !tracked.is_empty() {
+                self.env.fills.trackers.settle(self.id, &tracked);
+            }
         }
         let Some(done) = self.slots.complete(seq, reply) else {
             return;

@@ -149,6 +149,7 @@ impl Session {
             self.complete(seq, resp::error("ERR nearby: connection reset"));
         }
         self.pin.reset();
+        self.tracking_off();
         let config = self.env.config();
         self.client =
             ClientState::new(config.primary.url.db, config.security.requirepass.is_none());

@@ -72,8 +72,8 @@ pub struct SessionEnv {
     pub shutdown: watch::Receiver<bool>,
     /// Set when fronting a Redis Cluster.
     pub cluster: Option<Arc<crate::model::cluster::ClusterCell>>,
-    /// Set with `--near-cache on`.
-    pub near_cache: Option<Arc<crate::conn::fill::FillPool>>,
+    /// Tracking connections: near-cache fills and emulated tracking.
+    pub fills: Arc<crate::conn::fill::FillPool>,
 }
 
 impl SessionEnv {
@@ -156,6 +156,16 @@ struct Session {
     /// MULTI drop at EXEC.
     next_written: Written,
     multi_written: Written,
+    /// CLIENT TRACKING, emulated by the sidecar (`route::tracking`).
+    tracking: Option<crate::route::tracking::Tracking>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.tracking.is_some() {
+            self.env.fills.trackers.unregister(self.id);
+        }
+    }
 }
 
 impl Session {
@@ -193,6 +203,7 @@ impl Session {
             txn: None,
             next_written: Written::Nothing,
             multi_written: Written::Nothing,
+            tracking: None,
         }
     }
 

@@ -14,11 +14,12 @@ use crate::metrics::Invalidation;
 use crate::model::near_cache::NearCache;
 use crate::model::topology::{Role, Upstream};
 use crate::proto::Command;
-use crate::proto::encode::Proto;
+use crate::proto::encode::{self as resp, Proto};
 use crate::route::cache::writes::{self, Written};
 use crate::route::cache::{self, Source};
 use crate::route::command::Route;
 use crate::route::consistency::{Need, fresh_enough};
+use bytes::Bytes;
 
 /// Whether an entry's source may serve it now.
 #[derive(Debug, PartialEq, Eq)]
@@ -29,6 +30,19 @@ enum Vouch {
     NotNow,
     /// Never again (its upstream is gone or its history changed).
     Gone,
+}
+
+/// The keys a tracked read reads: exactly, for the reads the cache knows;
+/// otherwise every argument that could be a key (an extra invalidation
+/// costs a client one refetch, a missing one a stale entry).
+pub(super) fn read_keys(cmd: &Command) -> Vec<Bytes> {
+    if let Some(keys) = cache::cacheable(cmd) {
+        return keys.into_iter().collect();
+    }
+    match writes::written(cmd) {
+        Written::Keys(keys) => keys,
+        _ => Vec::new(),
+    }
 }
 
 pub(super) fn drop_written(cache: &NearCache, w: Written) {
@@ -76,59 +90,161 @@ impl Session {
     }
 
     /// Answers a cacheable read from the near-cache, or sends it to fill
-    /// the cache; hands the command back when the cache does not apply.
-    pub(super) fn near_read(&mut self, cur: Cur, cmd: Command) -> Option<Command> {
-        let Some(pool) = self.env.near_cache.clone() else {
-            return Some(cmd);
-        };
+    /// the cache. A read the client tracks (`tracked`: its keys) goes over
+    /// a tracking connection either way, so that the sidecar hears of
+    /// changes to what it read. Hands the command back when neither
+    /// applies.
+    pub(super) fn near_read(
+        &mut self,
+        cur: Cur,
+        cmd: Command,
+        tracked: Option<Vec<Bytes>>,
+    ) -> Option<Command> {
         if self.env.cluster.is_some() {
             return Some(cmd);
         }
-        let Some(keys) = cache::cacheable(&cmd) else {
-            return Some(cmd);
+        let cache = self.env.fills.cache.clone();
+        let keys = cache.as_ref().and_then(|_| cache::cacheable(&cmd));
+        let Some(keys) = keys else {
+            let Some(tracked) = tracked else {
+                return Some(cmd);
+            };
+            let up = self.pick_read(&[]);
+            let seq = self.new_slot(cur, false, Hook::None);
+            self.track_slot(seq, tracked);
+            self.send_fill(seq, cmd, up, None, cur.kind);
+            return None;
         };
+        let cache = cache.expect("keys only with a cache");
         let need = if self.ryw {
             self.read_need()
         } else {
             Need::Any
         };
-        if need == Need::Primary {
-            // Only the primary is known to hold this session's last write.
-            return Some(cmd);
-        }
         let key = cache::entry_key(self.client.db, None, &cmd);
-        if let Some((reply, source)) = pool.cache.get(&key, Instant::now()) {
+        if need != Need::Primary
+            && let Some((reply, source)) = cache.get(&key, Instant::now())
+        {
             match self.vouch(&source, need) {
                 Vouch::Yes => {
-                    pool.cache.metrics.hits.increment(1);
                     let data = match self.client.proto {
-                        Proto::Resp3 => reply,
-                        Proto::Resp2 => match crate::proto::downgrade::to_resp2(&reply) {
-                            Ok(d) => d,
-                            Err(_) => return Some(cmd),
-                        },
+                        Proto::Resp3 => Some(reply),
+                        Proto::Resp2 => crate::proto::downgrade::to_resp2(&reply).ok(),
                     };
-                    self.env.metrics.local(cur.kind);
-                    let seq = self.new_slot(cur, false, Hook::None);
-                    if self.ryw
-                        && let Some(slot) = self.slots.get_mut(seq)
-                    {
-                        // As fresh as its source was when filled: a later
-                        // read must not go back before that.
-                        slot.track = Track::ReplicaRead(source.offset);
+                    if let Some(data) = data {
+                        cache.metrics.hits.increment(1);
+                        self.env.metrics.local(cur.kind);
+                        let seq = self.new_slot(cur, false, Hook::None);
+                        if self.ryw
+                            && let Some(slot) = self.slots.get_mut(seq)
+                        {
+                            // As fresh as its source was when filled: a
+                            // later read must not go back before that.
+                            slot.track = Track::ReplicaRead(source.offset);
+                        }
+                        // An entry lives only while its fill connection
+                        // tracks its keys: the client hears what it would.
+                        if let Some(t) = tracked {
+                            self.env.fills.trackers.track(self.id, &t);
+                            self.env.fills.trackers.settle(self.id, &t);
+                        }
+                        self.complete(seq, data);
+                        return None;
                     }
-                    self.complete(seq, data);
-                    return None;
                 }
-                Vouch::Gone => pool.cache.remove(&key),
+                Vouch::Gone => cache.remove(&key),
                 Vouch::NotNow => {}
             }
         }
-        pool.cache.metrics.misses.increment(1);
+        cache.metrics.misses.increment(1);
         let up = self.pick_read(&[]);
         let seq = self.new_slot(cur, false, Hook::None);
-        self.send_fill(seq, cmd, up, (key, keys.into_iter().collect()), cur.kind);
+        if let Some(t) = tracked {
+            self.track_slot(seq, t);
+        }
+        // Only the primary is known to hold this session's last write: the
+        // read goes there, and fills nothing.
+        let entry = (need != Need::Primary).then(|| (key, keys.into_iter().collect()));
+        self.send_fill(seq, cmd, up, entry, cur.kind);
         None
+    }
+
+    /// Slot `seq` is a tracked read of `keys`: registered now, settled
+    /// when its reply arrives.
+    fn track_slot(&mut self, seq: u64, keys: Vec<Bytes>) {
+        self.env.fills.trackers.track(self.id, &keys);
+        if let Some(slot) = self.slots.get_mut(seq) {
+            slot.tracked = keys;
+        }
+    }
+
+    /// `CLIENT TRACKING`, `CACHING`, `GETREDIR`, `TRACKINGINFO` for a
+    /// session on shared connections: answered here when the sidecar can
+    /// emulate them (`route::tracking`); false hands the command to the
+    /// client's dedicated connection, where Redis tracks.
+    pub(super) fn tracking_command(&mut self, cur: Cur, cmd: &Command) -> bool {
+        use crate::route::tracking::{self as tr, Request};
+        if self.env.cluster.is_some() {
+            return false;
+        }
+        if cmd.arg_eq(1, "TRACKING") {
+            match tr::parse(cmd) {
+                Err(e) => self.push_done(cur, e),
+                Ok(Request::Off) => {
+                    if self.tracking.take().is_some() {
+                        self.env.fills.trackers.unregister(self.id);
+                    }
+                    self.push_done(cur, resp::ok());
+                }
+                Ok(Request::On { native: true, .. }) => return false,
+                Ok(Request::On { .. }) if self.client.proto != Proto::Resp3 => return false,
+                Ok(Request::On { mode, noloop, .. }) => {
+                    match tr::Tracking::enable(self.tracking, mode, noloop) {
+                        Ok(t) => {
+                            if self.tracking.is_none() {
+                                self.env
+                                    .fills
+                                    .trackers
+                                    .register(self.id, self.events_tx.clone());
+                            }
+                            self.tracking = Some(t);
+                            self.push_done(cur, resp::ok());
+                        }
+                        Err(e) => self.push_done(cur, e),
+                    }
+                }
+            }
+            return true;
+        }
+        if cmd.arg_eq(1, "CACHING") && cmd.argc() >= 3 {
+            let reply = match &mut self.tracking {
+                None => tr::caching_off_error(),
+                Some(t) => match t.caching(cmd) {
+                    Ok(()) => resp::ok(),
+                    Err(e) => e,
+                },
+            };
+            self.push_done(cur, reply);
+            return true;
+        }
+        if cmd.arg_eq(1, "GETREDIR") && cmd.argc() == 2 {
+            let reply = tr::getredir(self.tracking.as_ref());
+            self.push_done(cur, reply);
+            return true;
+        }
+        if cmd.arg_eq(1, "TRACKINGINFO") && cmd.argc() == 2 {
+            let reply = tr::trackinginfo(self.tracking.as_ref(), self.client.proto);
+            self.push_done(cur, reply);
+            return true;
+        }
+        false
+    }
+
+    /// Turns emulated tracking off (RESET).
+    pub(super) fn tracking_off(&mut self) {
+        if self.tracking.take().is_some() {
+            self.env.fills.trackers.unregister(self.id);
+        }
     }
 
     fn vouch(&self, source: &Source, need: Need) -> Vouch {

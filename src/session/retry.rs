@@ -110,20 +110,18 @@ impl Session {
         self.send_pipe(pipe, seq, data, kind, slow);
     }
 
-    /// Sends the cacheable read `cmd` of slot `seq` to `up`'s near-cache
-    /// fill connection, which stores the reply as the entry `entry`.
+    /// Sends the read `cmd` of slot `seq` to `up`'s tracking connection,
+    /// which stores the reply as the near-cache entry `entry` if any.
     /// Failures and refusals take the shared pipes like any read.
     pub(super) fn send_fill(
         &mut self,
         seq: u64,
         cmd: Command,
         up: Arc<Upstream>,
-        entry: (Bytes, Vec<Bytes>),
+        entry: Option<(Bytes, Vec<Bytes>)>,
         kind: Kind,
     ) {
-        let Some(pool) = self.env.near_cache.clone() else {
-            return self.send_read(seq, cmd, up, Tried::default(), kind);
-        };
+        let pool = self.env.fills.clone();
         let mut tried = Tried::default();
         tried.push(up.id);
         let track = self.read_track(&up);

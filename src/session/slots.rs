@@ -56,6 +56,9 @@ pub(super) struct Slot {
     pub track: Track,
     /// Near-cache: what this write drops when its reply arrives.
     pub written: Written,
+    /// Emulated tracking: the keys of this tracked read, settled when its
+    /// reply arrives.
+    pub tracked: Vec<bytes::Bytes>,
 }
 
 /// What completing a slot entails.
@@ -133,6 +136,7 @@ impl Slots {
             retry: None,
             track,
             written: Written::Nothing,
+            tracked: Vec::new(),
         });
         seq
     }

@@ -470,3 +470,125 @@ fn a_restarted_replica_serves_nothing_it_filled_before() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+fn push(keys: &[&str]) -> Vec<u8> {
+    let mut out = format!(">2\r\n$10\r\ninvalidate\r\n*{}\r\n", keys.len()).into_bytes();
+    for k in keys {
+        out.extend(bulk(k));
+    }
+    out
+}
+
+/// rueidis's handshake (`HELLO 3`, `CLIENT TRACKING ON OPTIN`, then
+/// `CLIENT CACHING YES` before each cached read): the reads stay on the
+/// nearest replica, and a write by anyone else reaches the client as
+/// Redis's invalidation push. Without the near-cache too.
+#[test]
+fn a_tracking_client_keeps_replica_reads_and_hears_invalidations() {
+    let c = Cluster::start(1);
+    for extra in [&["--near-cache", "off"][..], &["--near-cache", "on"]] {
+        let n = Nearby::start_for(&c, extra);
+        c.primary.query(&["DEL", "other"]);
+        assert_eq!(c.primary.query(&["SET", "t", "v1"]), b"+OK\r\n");
+        c.wait_replicated();
+        c.reset_stats();
+        let mut cl = RawConn::connect(n.port);
+        assert!(cl.cmd(&["HELLO", "3"]).starts_with(b"%"));
+        assert_eq!(cl.cmd(&["CLIENT", "TRACKING", "ON", "OPTIN"]), b"+OK\r\n");
+        assert_eq!(cl.cmd(&["CLIENT", "CACHING", "YES"]), b"+OK\r\n");
+        assert_eq!(cl.cmd(&["GET", "t"]), bulk("v1"), "{extra:?}");
+        // Not opted in: not tracked.
+        assert_eq!(cl.cmd(&["GET", "other"]), b"_\r\n");
+        assert_eq!(
+            c.replicas[0].calls("get"),
+            2,
+            "reads left the replica: {extra:?}"
+        );
+        assert_eq!(c.primary.calls("get"), 0);
+
+        assert_eq!(c.primary.query(&["SET", "other", "x"]), b"+OK\r\n");
+        assert_eq!(c.primary.query(&["SET", "t", "v2"]), b"+OK\r\n");
+        assert_eq!(cl.read_reply(), push(&["t"]), "{extra:?}");
+        // Told once: the next change is not pushed until it is read again.
+        assert_eq!(c.primary.query(&["SET", "t", "v3"]), b"+OK\r\n");
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(cl.cmd(&["PING"]), b"+PONG\r\n", "{extra:?}");
+        assert_eq!(
+            String::from_utf8(cl.cmd(&["CLIENT", "TRACKINGINFO"])).unwrap(),
+            "%3\r\n$5\r\nflags\r\n~2\r\n$2\r\non\r\n$5\r\noptin\r\n$8\r\nredirect\r\n:0\r\n$8\r\nprefixes\r\n*0\r\n"
+        );
+        assert_eq!(cl.cmd(&["CLIENT", "GETREDIR"]), b":0\r\n");
+        assert_eq!(cl.cmd(&["CLIENT", "TRACKING", "OFF"]), b"+OK\r\n");
+        assert_eq!(cl.cmd(&["CLIENT", "GETREDIR"]), b":-1\r\n");
+    }
+}
+
+/// Default mode tracks every read; the client's own write is pushed to
+/// it too, unless NOLOOP.
+#[test]
+fn own_writes_are_pushed_unless_noloop_as_redis_does() {
+    let c = Cluster::start(1);
+    let n = Nearby::start_for(&c, &["--near-cache", "on"]);
+    for (noloop, key) in [(false, "loop"), (true, "noloop")] {
+        let mut cl = RawConn::connect(n.port);
+        assert!(cl.cmd(&["HELLO", "3"]).starts_with(b"%"));
+        let mut on = vec!["CLIENT", "TRACKING", "ON"];
+        if noloop {
+            on.push("NOLOOP");
+        }
+        assert_eq!(cl.cmd(&on), b"+OK\r\n");
+        assert_eq!(cl.cmd(&["GET", key]), b"_\r\n");
+        assert_eq!(cl.cmd(&["SET", key, "mine"]), b"+OK\r\n");
+        if noloop {
+            std::thread::sleep(Duration::from_millis(300));
+            assert_eq!(cl.cmd(&["PING"]), b"+PONG\r\n", "NOLOOP: no push");
+        } else {
+            assert_eq!(cl.read_reply(), push(&[key]));
+        }
+        // The client reads its write (and tracks the key again).
+        c.wait_replicated();
+        assert_eq!(cl.cmd(&["GET", key]), bulk("mine"));
+        assert_eq!(c.primary.query(&["SET", key, "theirs"]), b"+OK\r\n");
+        assert_eq!(cl.read_reply(), push(&[key]), "another client's write");
+    }
+}
+
+/// The tracking replies and errors are Redis's own, byte for byte.
+#[test]
+fn tracking_commands_answer_as_redis_does() {
+    let c = Cluster::start(1);
+    let n = Nearby::start_for(&c, &[]);
+    let script: &[&[&str]] = &[
+        &["HELLO", "3"],
+        &["CLIENT", "GETREDIR"],
+        &["CLIENT", "TRACKINGINFO"],
+        &["CLIENT", "CACHING", "YES"],
+        &["CLIENT", "TRACKING", "ON", "OPTIN", "OPTOUT"],
+        &["CLIENT", "TRACKING", "ON", "PREFIX", "a"],
+        &["CLIENT", "TRACKING", "ON", "BOGUS"],
+        &["CLIENT", "TRACKING", "ON", "OPTOUT"],
+        &["CLIENT", "CACHING", "YES"],
+        &["CLIENT", "CACHING", "NO"],
+        &["CLIENT", "TRACKINGINFO"],
+        &["CLIENT", "TRACKING", "ON", "OPTIN"],
+        &["CLIENT", "TRACKING", "ON", "NOLOOP"],
+        &["CLIENT", "TRACKINGINFO"],
+        &["CLIENT", "TRACKING", "OFF"],
+        &["CLIENT", "TRACKINGINFO"],
+    ];
+    let mut direct = RawConn::connect(c.replicas[0].port);
+    let mut via = RawConn::connect(n.port);
+    for cmd in script {
+        let want = direct.cmd(cmd);
+        let got = via.cmd(cmd);
+        if cmd[0] == "HELLO" {
+            // The sidecar's HELLO names the sidecar.
+            continue;
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want),
+            "{cmd:?}"
+        );
+    }
+}

@@ -141,6 +141,9 @@ impl Store {
         if size > self.max_bytes / 8 {
             return false;
         }
+        // A framed reply shares its connection's read buffer: copied, so
+        // that an entry pins only its own bytes.
+        let reply = Bytes::copy_from_slice(&reply);
         self.remove(&p.key);
         for k in &p.keys {
             let list = self.index.entry(k.clone()).or_default();
