@@ -80,6 +80,9 @@ pub struct LabArgs {
     /// Start a three-shard Redis Cluster instead (primaries in the first region, a replica per shard in each other)
     #[arg(long, conflicts_with = "sentinel")]
     pub cluster: bool,
+    /// Run the sidecar with its near-cache on (hot reads answered locally)
+    #[arg(long, conflicts_with = "cluster")]
+    pub near_cache: bool,
 }
 
 /// What `nearby lab <action>` does to a running lab.

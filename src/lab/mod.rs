@@ -349,6 +349,7 @@ async fn lab(args: &LabArgs, bin: &Path, dir: &Path, regions: &[Region]) -> Resu
             .map(|s| format!("{}=redis://{}", s.region.name, s.front_addr()))
             .collect(),
         probe_interval_ms: Some(500),
+        mode: args.near_cache.then(|| "on".to_string()),
         ..ConfigArgs::default()
     };
     if let Some(s) = &sentinels {

@@ -5,6 +5,7 @@
 //! `Bytes` (a reference count), never the reply.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,6 +19,10 @@ pub struct NearCache {
     /// The longest an entry lives, whatever its key's TTL.
     pub max_ttl: Duration,
     pub metrics: NearCacheMetrics,
+    /// The byte bound, for `/status`.
+    pub max_bytes: usize,
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl NearCache {
@@ -26,6 +31,9 @@ impl NearCache {
             store: Mutex::new(Store::new(max_bytes)),
             max_ttl,
             metrics: NearCacheMetrics::new(),
+            max_bytes,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
     }
 
@@ -33,6 +41,26 @@ impl NearCache {
         // A panic while holding the lock leaves a consistent store (every
         // operation finishes its bookkeeping before it can fail).
         self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A read answered from the cache.
+    pub fn hit(&self) {
+        self.metrics.hits.increment(1);
+        self.hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A cacheable read that went upstream.
+    pub fn miss(&self) {
+        self.metrics.misses.increment(1);
+        self.misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (hits, misses) since start.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
     }
 
     /// The entry for `key`, if there is one that has not expired.

@@ -39,6 +39,20 @@ pub struct Status {
     /// Redis Cluster: each shard, its slot ranges, nodes and read target.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<ShardStatus>,
+    /// With `--near-cache on`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub near_cache: Option<NearCacheStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NearCacheStatus {
+    pub entries: usize,
+    pub bytes: usize,
+    pub max_bytes: usize,
+    pub hits: u64,
+    pub misses: u64,
+    /// hits ÷ (hits + misses), 0 before any cacheable read.
+    pub hit_ratio: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -234,6 +248,22 @@ pub fn status(env: &AdminEnv, history: &ReadHistory) -> Status {
         free_commands_per_day: env.metrics.usage.free_per_day(),
         primary: primary_status(env, &topo),
         shards: shard_status(env, window),
+        near_cache: env.near_cache.as_ref().map(|c| {
+            let (entries, bytes, _) = c.sizes();
+            let (hits, misses) = c.counts();
+            NearCacheStatus {
+                entries,
+                bytes,
+                max_bytes: c.max_bytes,
+                hits,
+                misses,
+                hit_ratio: if hits + misses == 0 {
+                    0.0
+                } else {
+                    hits as f64 / (hits + misses) as f64
+                },
+            }
+        }),
     }
 }
 

@@ -116,6 +116,18 @@ pub fn render(s: &Status) -> String {
         "primary: {} from {}{}   writes: {}   last switch: {}",
         p.address, p.source, epoch, p.writes, last
     );
+    if let Some(c) = &s.near_cache {
+        let _ = writeln!(
+            out,
+            "near-cache: {:.1}% hits ({} of {})   {} entries   {:.1} of {:.1} MiB",
+            c.hit_ratio * 100.0,
+            c.hits,
+            c.hits + c.misses,
+            c.entries,
+            c.bytes as f64 / (1024.0 * 1024.0),
+            c.max_bytes as f64 / (1024.0 * 1024.0)
+        );
+    }
     let _ = writeln!(
         out,
         "clients: {}   commands today: {} of {} free\n",

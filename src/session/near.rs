@@ -132,7 +132,7 @@ impl Session {
                         Proto::Resp2 => crate::proto::downgrade::to_resp2(&reply).ok(),
                     };
                     if let Some(data) = data {
-                        cache.metrics.hits.increment(1);
+                        cache.hit();
                         self.env.metrics.local(cur.kind);
                         let seq = self.new_slot(cur, false, Hook::None);
                         if self.ryw
@@ -156,7 +156,7 @@ impl Session {
                 Vouch::NotNow => {}
             }
         }
-        cache.metrics.misses.increment(1);
+        cache.miss();
         let up = self.pick_read(&[]);
         let seq = self.new_slot(cur, false, Hook::None);
         if let Some(t) = tracked {

@@ -52,6 +52,13 @@ fn a_hot_read_is_answered_by_the_sidecar_and_a_write_elsewhere_refreshes_it() {
     let m = n.metrics();
     assert_eq!(metric(&m, "nearby_near_cache_misses_total"), 1.0);
     assert_eq!(metric(&m, "nearby_near_cache_entries"), 1.0);
+    let (code, body) = n.http_get("/status").unwrap();
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["near_cache"]["hits"], 9);
+    assert_eq!(status["near_cache"]["misses"], 1);
+    assert_eq!(status["near_cache"]["entries"], 1);
+    assert_eq!(status["near_cache"]["hit_ratio"], 0.9);
 
     // Another client writes on the primary: the replica's invalidation
     // drops the entry once the write has replicated.
@@ -204,6 +211,94 @@ fn a_session_never_reads_behind_its_own_writes() {
         .sum();
     assert_eq!(stale, 0, "stale reads of a session's own writes");
     assert!(hits(&n) > 1000.0, "the cache hardly answered: {}", hits(&n));
+}
+
+/// Writes through the sidecar (plain, in a transaction, in a script, a
+/// flush) drop what they wrote before their replies reach the client.
+/// The replica is 200 ms away and the primary 0, and reads prefer the
+/// replica (a wide latency window): Redis's own invalidation arrives long
+/// after the write's reply, so only the sidecar's own drop keeps the next
+/// read from answering with the old entry.
+#[test]
+fn a_write_drops_its_keys_before_its_reply() {
+    let c = Cluster::start(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let far = rt
+        .block_on(nearby::lab::relay::Relay::start(
+            "127.0.0.1:0".parse().unwrap(),
+            c.replicas[0].addr(),
+            Duration::from_millis(200),
+        ))
+        .unwrap();
+    let replica = format!("far=redis://{}", far.local_addr());
+    let n = Nearby::start(&[
+        "--primary",
+        &c.primary.url(),
+        "--replica",
+        &replica,
+        "--latency-window-ms",
+        "1000",
+        "--probe-interval-ms",
+        "200",
+        "--near-cache",
+        "on",
+    ]);
+    assert!(n.wait_ready(Duration::from_secs(5)));
+    let mut cl = RawConn::connect(n.port);
+    let warm = |cl: &mut RawConn, key: &str, v: &str| {
+        // Filled from the far replica, then answered by the entry.
+        let replica_gets = c.replicas[0].calls("get");
+        assert_eq!(cl.cmd(&["GET", key]), bulk(v));
+        assert_eq!(cl.cmd(&["GET", key]), bulk(v));
+        assert_eq!(c.replicas[0].calls("get"), replica_gets + 1, "not cached");
+    };
+    assert_eq!(cl.cmd(&["SET", "w", "0"]), b"+OK\r\n");
+    c.wait_replicated();
+    // Until the replica is measured, reads may go to the primary.
+    let mut probe = 0;
+    assert!(wait_until(Duration::from_secs(5), || {
+        probe += 1;
+        let before = c.replicas[0].calls("get");
+        cl.cmd(&["GET", &format!("probe{probe}")]);
+        c.replicas[0].calls("get") > before
+    }));
+    warm(&mut cl, "w", "0");
+    for i in 1..=3 {
+        let v = i.to_string();
+        assert_eq!(cl.cmd(&["SET", "w", &v]), b"+OK\r\n");
+        assert_eq!(cl.cmd(&["GET", "w"]), bulk(&v), "plain write {i}");
+        warm(&mut cl, "w", &v);
+    }
+    assert_eq!(cl.cmd(&["MULTI"]), b"+OK\r\n");
+    assert_eq!(cl.cmd(&["SET", "w", "in-multi"]), b"+QUEUED\r\n");
+    assert_eq!(cl.cmd(&["EXEC"]), b"*1\r\n+OK\r\n");
+    assert_eq!(cl.cmd(&["GET", "w"]), bulk("in-multi"));
+    warm(&mut cl, "w", "in-multi");
+    assert_eq!(
+        cl.cmd(&[
+            "EVAL",
+            "return redis.call('SET', KEYS[1], ARGV[1])",
+            "1",
+            "w",
+            "scripted"
+        ]),
+        b"+OK\r\n"
+    );
+    assert_eq!(cl.cmd(&["GET", "w"]), bulk("scripted"));
+    warm(&mut cl, "w", "scripted");
+    assert_eq!(cl.cmd(&["FLUSHALL"]), b"+OK\r\n");
+    assert_eq!(cl.cmd(&["GET", "w"]), b"$-1\r\n");
+    let m = n.metrics();
+    assert!(
+        metric(
+            &m,
+            "nearby_near_cache_invalidations_total{reason=\"write\"}"
+        ) >= 5.0
+    );
 }
 
 /// A Zipf-distributed choice of `n` keys (exponent 1), from a fixed seed.
