@@ -198,7 +198,10 @@ mod tests {
         t.invalidate([&b"k"[..]]);
         assert!(pushes(&mut rx1).is_empty());
         assert_eq!(pushes(&mut rx2), vec![one]);
+        // Answered: a reader like any other, told once more, then forgotten.
         t.settle(2, &[b("k")]);
+        t.invalidate([&b"k"[..]]);
+        assert_eq!(pushes(&mut rx2).len(), 1);
         t.invalidate([&b"k"[..]]);
         assert!(pushes(&mut rx2).is_empty());
         assert_eq!(t.sizes(), (2, 0));
