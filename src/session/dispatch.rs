@@ -18,6 +18,7 @@ use crate::conn::event::Request;
 use crate::model::topology::{Role, Upstream};
 use crate::proto::Command;
 use crate::proto::encode::{self as resp, Proto};
+use crate::route::cache::writes::{self, Written};
 use crate::route::command::{self, Kind, Local, Pin, Route};
 use crate::route::select::Fallback;
 
@@ -28,7 +29,7 @@ impl Session {
         self.dispatch_one(cmd);
         // Taken by the command's slot; a command held (parked) notes it
         // again when it is dispatched for real.
-        self.next_written = crate::route::cache::writes::Written::Nothing;
+        self.next_written = Written::Nothing;
     }
 
     fn dispatch_one(&mut self, cmd: Command) {
@@ -71,8 +72,7 @@ impl Session {
             tracked = t.take_tracked();
             if t.noloop
                 && c.may_write
-                && let crate::route::cache::writes::Written::Keys(keys) =
-                    crate::route::cache::writes::written(&cmd)
+                && let Written::Keys(keys) = writes::written(&cmd)
             {
                 self.env.fills.trackers.untrack(self.id, &keys);
             }
@@ -277,7 +277,7 @@ impl Session {
             Track::None
         };
         let seq = self.slots.push(silent, on_dedicated, hook, track);
-        if written != crate::route::cache::writes::Written::Nothing
+        if written != Written::Nothing
             && let Some(slot) = self.slots.get_mut(seq)
         {
             slot.written = written;
