@@ -122,9 +122,18 @@ impl Session {
             Need::Any
         };
         let key = cache::entry_key(self.client.db, None, &cmd);
-        if need != Need::Primary
-            && let Some((reply, source)) = cache.get(&key, Instant::now())
-        {
+        // MGET from the keys' GET entries, when every one has a fresh one.
+        let from_gets = if need != Need::Primary && cmd.name_eq("MGET") {
+            self.mget_from_gets(&cache, &cmd, need)
+        } else {
+            None
+        };
+        let found = from_gets.or_else(|| {
+            (need != Need::Primary)
+                .then(|| cache.get(&key, Instant::now()))
+                .flatten()
+        });
+        if let Some((reply, source)) = found {
             match self.vouch(&source, need) {
                 Vouch::Yes => {
                     let data = match self.client.proto {
@@ -245,6 +254,33 @@ impl Session {
         if self.tracking.take().is_some() {
             self.env.fills.trackers.unregister(self.id);
         }
+    }
+
+    /// An MGET answered from the GET entries of its keys: a GET entry that
+    /// is not an error says the key holds a string or nothing, and then
+    /// MGET's element is exactly GET's reply. The source returned is the
+    /// least fresh of them (for read-your-writes).
+    fn mget_from_gets(
+        &self,
+        cache: &NearCache,
+        cmd: &Command,
+        need: Need,
+    ) -> Option<(Bytes, Source)> {
+        let now = Instant::now();
+        let mut out = format!("*{}\r\n", cmd.argc() - 1).into_bytes();
+        let mut oldest: Option<Source> = None;
+        for k in cmd.args().skip(1) {
+            let get = Command::from_args(&[b"GET", k]);
+            let (reply, source) = cache.get(&cache::entry_key(self.client.db, None, &get), now)?;
+            if self.vouch(&source, need) != Vouch::Yes {
+                return None;
+            }
+            out.extend_from_slice(&reply);
+            if oldest.as_ref().is_none_or(|o| source.offset < o.offset) {
+                oldest = Some(source);
+            }
+        }
+        Some((Bytes::from(out), oldest?))
     }
 
     fn vouch(&self, source: &Source, need: Need) -> Vouch {
