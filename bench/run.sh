@@ -4,8 +4,8 @@
 # same redis-server.
 #
 #   bash bench/run.sh [--quick] [--rounds N] [--requests N] [--install-peers]
-#                     [--no-routing] [--idle-clients N] [--budget-min N]
-#                     [--baseline GIT-REV]
+#                     [--no-routing] [--no-near-cache] [--idle-clients N]
+#                     [--budget-min N] [--baseline GIT-REV]
 #
 # --baseline builds nearby at GIT-REV (in a temporary worktree) and runs it
 # beside the current build, so a change is measured before/after in one run.
@@ -21,6 +21,7 @@ requests=200000
 idle_clients=1000
 install_peers=0
 routing=1
+near_cache=1
 budget_min=""
 quick=0
 baseline=""
@@ -39,6 +40,7 @@ while [ $# -gt 0 ]; do
         --idle-clients) idle_clients="${2:-}"; shift 2 ;;
         --install-peers) install_peers=1; shift ;;
         --no-routing) routing=0; shift ;;
+        --no-near-cache) near_cache=0; shift ;;
         --budget-min) budget_min="${2:-}"; shift 2 ;;
         --baseline) baseline="${2:-}"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
@@ -134,4 +136,9 @@ timeout -k 15 "$((budget_min * 60))" python3 "$here/harness.py" \
     --workdir "$work" --pidfile "$pidfile" \
     --out "$here/results/latest.md" --json "$here/results/latest.json" \
     "${peers[@]}"
+if [ "$near_cache" = 1 ]; then
+    # Its own lab per round (relays, a primary and a replica), after the rest.
+    echo "near-cache scenario ($rounds rounds) ..." >&2
+    bash "$here/near_cache.sh" "$bin" "$rounds" "$here/results/latest.md"
+fi
 echo "wrote $here/results/latest.md" >&2
