@@ -4,8 +4,8 @@
 # same redis-server.
 #
 #   bash bench/run.sh [--quick] [--rounds N] [--requests N] [--install-peers]
-#                     [--no-routing] [--no-near-cache] [--idle-clients N]
-#                     [--budget-min N] [--baseline GIT-REV]
+#                     [--no-routing] [--no-near-cache] [--no-cluster]
+#                     [--idle-clients N] [--budget-min N] [--baseline GIT-REV]
 #
 # --baseline builds nearby at GIT-REV (in a temporary worktree) and runs it
 # beside the current build, so a change is measured before/after in one run.
@@ -22,6 +22,7 @@ idle_clients=1000
 install_peers=0
 routing=1
 near_cache=1
+cluster=1
 budget_min=""
 quick=0
 baseline=""
@@ -41,6 +42,7 @@ while [ $# -gt 0 ]; do
         --install-peers) install_peers=1; shift ;;
         --no-routing) routing=0; shift ;;
         --no-near-cache) near_cache=0; shift ;;
+        --no-cluster) cluster=0; shift ;;
         --budget-min) budget_min="${2:-}"; shift 2 ;;
         --baseline) baseline="${2:-}"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
@@ -140,5 +142,9 @@ if [ "$near_cache" = 1 ]; then
     # Its own lab per round (relays, a primary and a replica), after the rest.
     echo "near-cache scenario ($rounds rounds) ..." >&2
     bash "$here/near_cache.sh" "$bin" "$rounds" "$here/results/latest.md"
+fi
+if [ "$cluster" = 1 ]; then
+    echo "Redis Cluster scenario ($rounds rounds) ..." >&2
+    bash "$here/cluster.sh" "$bin" "$rounds" "$((requests / 2))" "$here/results/latest.md"
 fi
 echo "wrote $here/results/latest.md" >&2
