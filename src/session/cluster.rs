@@ -661,7 +661,13 @@ impl Session {
             }
         }
         let Some((cell, up)) = found else {
-            return false;
+            // A node the map does not know yet (added to the cluster since):
+            // the refresh just asked for will bring it.
+            if ask {
+                return false;
+            }
+            self.moved_to_unknown(seq, cmd, label, r.slot());
+            return true;
         };
         if ask {
             self.ask(seq, cmd, up);
@@ -733,6 +739,61 @@ impl Session {
             let _ = events.send(ev);
         });
         true
+    }
+
+    /// MOVED to `label`, a node the map does not list: waits (about two
+    /// seconds at most) for the refreshed map to list it, then sends `cmd`
+    /// there. A MOVED proves the command did not run, so sending it again
+    /// is safe for writes too. If the map never lists the node, the client
+    /// gets the MOVED, as from Redis.
+    fn moved_to_unknown(&mut self, seq: u64, cmd: &Command, label: String, slot: u16) {
+        const WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+        const POLL: std::time::Duration = std::time::Duration::from_millis(20);
+        let Some(cluster) = self.env.cluster.clone() else {
+            return;
+        };
+        let events = self.events_tx.clone();
+        let connector = self.env.pipes.connector().clone();
+        let timeout = self.env.pipes.timeouts().request;
+        let args: Vec<Vec<u8>> = cmd.args().map(<[u8]>::to_vec).collect();
+        let moved = Bytes::from(format!("-MOVED {slot} {label}\r\n"));
+        self.shared_waiting += 1;
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            let up = loop {
+                let state = cluster.load_full();
+                let up = state.shards.iter().find_map(|cell| {
+                    cell.load()
+                        .all()
+                        .find(|u| u.url.host_port() == label || u.label == label)
+                        .cloned()
+                });
+                if up.is_some() || tokio::time::Instant::now() >= deadline {
+                    break up;
+                }
+                cluster.refresh.notify_one();
+                tokio::time::sleep(POLL).await;
+            };
+            let ev = match up {
+                None => Event::Reply { seq, data: moved },
+                Some(up) => {
+                    let res = async {
+                        let mut c = Control::open(&connector, &up, timeout).await?;
+                        let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+                        c.call(&refs, timeout).await
+                    }
+                    .await;
+                    match res {
+                        Ok(r) => Event::Reply { seq, data: r.raw },
+                        Err(e) => Event::Failed {
+                            seq,
+                            error: Arc::from(format!("{up}: {e}")),
+                        },
+                    }
+                }
+            };
+            let _ = events.send(ev);
+        });
     }
 
     /// `ASKING` then `cmd` on a connection to `up` of their own (a shared

@@ -525,3 +525,74 @@ fn pubsub_works_cluster_wide_and_status_shows_the_shards() {
         "{text}"
     );
 }
+
+/// A MOVED naming a node the sidecar's map does not list yet (added to
+/// the cluster and given a slot since the map was read) is followed once
+/// the refreshed map lists it, instead of reaching the client. The map is
+/// refreshed only every 5 s otherwise, so the MOVED is what brings it.
+#[test]
+fn a_moved_to_a_node_added_since_the_map_was_read_is_followed() {
+    use crate::common::redis_cluster::ClusterNode;
+    let cluster = RedisCluster::start(3, 0);
+    let seeds = cluster.seed_urls();
+    let n = Nearby::start(&[
+        "--cluster",
+        &seeds[0],
+        "--cluster",
+        &seeds[1],
+        "--probe-interval-ms",
+        "5000",
+    ]);
+    assert!(crate::common::wait_until(Duration::from_secs(10), || {
+        n.http_get("/readyz").is_ok_and(|(code, _)| code == 200)
+    }));
+    let new = ClusterNode::start();
+    cluster.nodes[0].cli(&[
+        "CLUSTER",
+        "MEET",
+        "127.0.0.1",
+        &new.port.to_string(),
+        &new.bus_port.to_string(),
+    ]);
+    let met = crate::common::wait_until(Duration::from_secs(10), || {
+        cluster
+            .nodes
+            .iter()
+            .all(|node| node.cli(&["CLUSTER", "NODES"]).contains(new.id()))
+            && new.cli(&["CLUSTER", "NODES"]).lines().count() == 4
+    });
+    assert!(met, "the new node did not join");
+    let key = "moved-to-a-new-node";
+    let slot = cluster.key_slot(key);
+    let src = cluster.primary_for_slot(slot);
+    let s = slot.to_string();
+    assert_eq!(
+        new.cli(&["CLUSTER", "SETSLOT", &s, "IMPORTING", src.id()]),
+        "OK"
+    );
+    assert_eq!(
+        src.cli(&["CLUSTER", "SETSLOT", &s, "MIGRATING", new.id()]),
+        "OK"
+    );
+    for node in cluster.nodes.iter().chain(std::iter::once(&new)) {
+        assert_eq!(
+            node.cli(&["CLUSTER", "SETSLOT", &s, "NODE", new.id()]),
+            "OK"
+        );
+    }
+    // The old owner now answers MOVED to the new node.
+    assert!(
+        String::from_utf8_lossy(&src.query(&["GET", key])).starts_with(&format!("-MOVED {slot} ")),
+        "the old owner does not redirect"
+    );
+    let mut c = RawConn::connect(n.port);
+    assert_eq!(c.cmd(&["SET", key, "v"]), b"+OK\r\n");
+    assert_eq!(
+        new.query(&["GET", key]),
+        b"$1\r\nv\r\n",
+        "the write is on the new owner"
+    );
+    assert_eq!(c.cmd(&["GET", key]), b"$1\r\nv\r\n");
+    // Stopped before the nodes, which it would see go.
+    drop(n);
+}
