@@ -11,7 +11,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::config::{Config, ReadFrom};
-use crate::route::select::{self, Candidate, Choice, Fallback};
+use crate::route::select::{self, Candidate, Choice, Fallback, Unusable};
 use crate::url::{Host, RedisUrl};
 
 pub use super::upstream::{Role, Upstream};
@@ -91,6 +91,18 @@ impl Topology {
             select::select(cands, 0, window.as_secs_f64(), rotate, |i| {
                 i == 0 || !excluded(&self.replicas[i - 1])
             });
+        if index == 0
+            && !self.primary.is_healthy()
+            && let Some(promoted) = self.replicas.iter().find(|r| {
+                r.is_healthy() && r.unusable() == Some(Unusable::NotAReplica) && !excluded(r)
+            })
+        {
+            // The primary is down and a replica says it is master: it was
+            // promoted (the map, or the follower, will say so in a moment).
+            // It has everything its old primary had; the old one answers
+            // nothing at all.
+            return (promoted, fallback);
+        }
         let up = if index == 0 {
             &self.primary
         } else {

@@ -700,6 +700,7 @@ impl Session {
         }
         let delay = std::time::Duration::from_millis(50 << retry.redirects.min(4));
         retry.redirects += 1;
+        let read = retry.is_read();
         let cmd = retry.command();
         let i = first_key(cmd);
         let slot = cmd.arg(i).filter(|_| i > 0).map(key_slot);
@@ -715,7 +716,19 @@ impl Session {
                 Some(s) => state.shard_of(s),
                 None => state.any(),
             };
-            let ev = match shard.map(|c| c.load().primary.clone()) {
+            // A read goes to a usable replica of the shard if there is one
+            // (the primary may be the node that failed), a write to the
+            // primary.
+            let target = shard.map(|c| {
+                let t = c.load();
+                let replica = t
+                    .replicas
+                    .iter()
+                    .find(|r| read && r.unusable().is_none())
+                    .cloned();
+                replica.unwrap_or_else(|| t.primary.clone())
+            });
+            let ev = match target {
                 None => Event::Failed {
                     seq,
                     error: Arc::from("no shard serves the slot"),
@@ -723,6 +736,9 @@ impl Session {
                 Some(up) => {
                     let res = async {
                         let mut c = Control::open(&connector, &up, timeout).await?;
+                        if up.needs_readonly() {
+                            c.call(&[b"READONLY"], timeout).await?;
+                        }
                         let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
                         c.call(&refs, timeout).await
                     }

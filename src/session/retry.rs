@@ -51,6 +51,11 @@ impl Retry {
     pub(super) fn command(&self) -> &Command {
         &self.cmd
     }
+
+    /// A read (not a write or another command for the primary).
+    pub(super) fn is_read(&self) -> bool {
+        self.write.is_none()
+    }
 }
 
 /// Upstream ids a read was sent to (at most three: the first choice, one

@@ -596,3 +596,183 @@ fn a_moved_to_a_node_added_since_the_map_was_read_is_followed() {
     // Stopped before the nodes, which it would see go.
     drop(n);
 }
+
+/// What one client of the kill -9 test saw.
+struct Seen {
+    victim: bool,
+    key: String,
+    last_acked: u64,
+    write_errors: Vec<(Instant, String)>,
+    read_errors: Vec<String>,
+    first_write_after_kill: Option<Instant>,
+}
+
+/// A shard's primary killed with SIGKILL under a 20-client INCR/GET load:
+/// writes to the other shards never fail, reads of the failed shard never
+/// fail (its replica serves them), and writes to it resume within a second
+/// of the sidecar's map naming the promoted replica.
+#[test]
+fn a_shard_primary_killed_under_load_stops_only_its_own_writes() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let nearby = sidecar(&cluster, &[]);
+    nearby
+        .expect_log("WARN", "marked down")
+        .expect_log("WARN", "upstream is down")
+        .expect_log("WARN", "cluster");
+    // Every shard reads from its replica before the load starts.
+    let measured = crate::common::wait_until(Duration::from_secs(10), || {
+        nearby.http_get("/status").is_ok_and(|(_, body)| {
+            let s: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            s["shards"].as_array().is_some_and(|shards| {
+                shards.len() == 3
+                    && shards
+                        .iter()
+                        .all(|sh| sh["reads_go_to"]["role"] == "replica")
+            })
+        })
+    });
+    assert!(measured, "reads never reached every shard's replica");
+    let victim_port = cluster.primaries()[2].port;
+    let heir = cluster.replicas_of(cluster.primaries()[2])[0].host_port();
+    // Ten clients write keys of the victim's shard, ten of the others.
+    let mut keys: Vec<(bool, String)> = Vec::new();
+    let (mut on, mut off) = (0, 0);
+    for i in 0.. {
+        let key = format!("kill:{i}");
+        let victim = cluster.primary_for_slot(cluster.key_slot(&key)).port == victim_port;
+        if victim && on < 10 {
+            on += 1;
+            keys.push((true, key));
+        } else if !victim && off < 10 {
+            off += 1;
+            keys.push((false, key));
+        }
+        if on == 10 && off == 10 {
+            break;
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let killed_at: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
+    let port = nearby.port;
+    let threads: Vec<_> = keys
+        .into_iter()
+        .map(|(victim, key)| {
+            let stop = stop.clone();
+            let killed_at = killed_at.clone();
+            thread::spawn(move || {
+                let mut c = RawConn::connect(port);
+                let mut seen = Seen {
+                    victim,
+                    key: key.clone(),
+                    last_acked: 0,
+                    write_errors: Vec::new(),
+                    read_errors: Vec::new(),
+                    first_write_after_kill: None,
+                };
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let r = c.cmd(&["INCR", &key]);
+                    let now = Instant::now();
+                    if r.first() == Some(&b':') {
+                        seen.last_acked =
+                            String::from_utf8_lossy(&r[1..r.len() - 2]).parse().unwrap();
+                        let after_kill = killed_at.lock().unwrap().is_some_and(|k| now > k);
+                        if after_kill
+                            && seen.first_write_after_kill.is_none()
+                            && !seen.write_errors.is_empty()
+                        {
+                            seen.first_write_after_kill = Some(now);
+                        }
+                    } else {
+                        seen.write_errors
+                            .push((now, String::from_utf8_lossy(&r).into_owned()));
+                    }
+                    let r = c.cmd(&["GET", &key]);
+                    if r.first() != Some(&b'$') {
+                        seen.read_errors
+                            .push(String::from_utf8_lossy(&r).into_owned());
+                    }
+                    thread::sleep(Duration::from_millis(2));
+                }
+                seen
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(700));
+    let victim = cluster
+        .nodes
+        .iter_mut()
+        .find(|n| n.port == victim_port)
+        .unwrap();
+    *killed_at.lock().unwrap() = Some(Instant::now());
+    victim.kill();
+    let kill = killed_at.lock().unwrap().unwrap();
+    // The sidecar's map names the promoted replica as the shard's primary.
+    let mapped = crate::common::wait_until(Duration::from_secs(20), || {
+        nearby.http_get("/status").is_ok_and(|(_, body)| {
+            let s: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            s["shards"].as_array().is_some_and(|shards| {
+                shards.iter().any(|sh| {
+                    sh["upstreams"].as_array().is_some_and(|ups| {
+                        ups.iter()
+                            .any(|u| u["role"] == "primary" && u["address"] == heir.as_str())
+                    })
+                })
+            })
+        })
+    });
+    let map_at = Instant::now();
+    assert!(mapped, "the sidecar's map never named the promoted replica");
+    thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    let seen: Vec<Seen> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let mut victim_errors = 0;
+    let mut last_victim_error: Option<Instant> = None;
+    for s in &seen {
+        assert!(
+            s.read_errors.is_empty(),
+            "{}: read errors {:?}",
+            s.key,
+            s.read_errors
+        );
+        if !s.victim {
+            assert!(
+                s.write_errors.is_empty(),
+                "{}: a write to another shard failed: {:?}",
+                s.key,
+                s.write_errors
+            );
+            continue;
+        }
+        victim_errors += s.write_errors.len();
+        for (at, e) in &s.write_errors {
+            assert!(e.starts_with('-'), "{}: not an error reply: {e:?}", s.key);
+            last_victim_error = Some(last_victim_error.map_or(*at, |l| l.max(*at)));
+        }
+    }
+    // Writes to the failed shard resumed within a second of the new map.
+    if let Some(last) = last_victim_error {
+        assert!(
+            last < map_at + Duration::from_secs(1),
+            "a write to the failed shard failed {:?} after the sidecar's map named the new primary",
+            last - map_at
+        );
+    }
+    let resumed = seen.iter().filter(|s| s.victim).all(|s| s.last_acked > 0);
+    assert!(resumed);
+    // What the new primary holds of what was acknowledged (asynchronous
+    // replication may lose the last writes before a SIGKILL).
+    let mut lost = 0;
+    let mut c = RawConn::connect(nearby.port);
+    for s in seen.iter().filter(|s| s.victim) {
+        let r = c.cmd(&["GET", &s.key]);
+        let now: u64 = crate::common::bulk_text(&r).parse().unwrap_or(0);
+        lost += s.last_acked.saturating_sub(now);
+    }
+    println!(
+        "kill -9 of a shard primary: {victim_errors} write errors on its shard, map updated {:?} after the kill, last error {:?} after the map, {lost} acknowledged writes lost",
+        map_at - kill,
+        last_victim_error.map(|l| l.saturating_duration_since(map_at))
+    );
+    drop(nearby);
+}
