@@ -30,6 +30,7 @@ pub const USAGE_ALLOWANCE: &str = "nearby_usage_free_commands_per_day";
 pub const PROBES: &str = "nearby_probes_total";
 pub const PRIMARY_CHANGES: &str = "nearby_primary_changes_total";
 pub const WRITES_AT_RISK: &str = "nearby_failover_writes_at_risk_total";
+pub const CLUSTER_NODE: &str = "nearby_cluster_node_info";
 pub const NEAR_CACHE_HITS: &str = "nearby_near_cache_hits_total";
 pub const NEAR_CACHE_MISSES: &str = "nearby_near_cache_misses_total";
 pub const NEAR_CACHE_INVALIDATIONS: &str = "nearby_near_cache_invalidations_total";
@@ -128,6 +129,10 @@ fn describe() {
         WRITES_AT_RISK,
         "Writes acknowledged by an old primary that its successor may lack"
     );
+    describe_gauge!(
+        CLUSTER_NODE,
+        "1 for each Redis Cluster node in the sidecar's map, with its shard's slots and role (0 once it left); join on `upstream` for per-shard views"
+    );
     describe_counter!(NEAR_CACHE_HITS, "Reads answered from the near-cache");
     describe_counter!(
         NEAR_CACHE_MISSES,
@@ -212,6 +217,13 @@ impl Default for NearCacheMetrics {
     fn default() -> Self {
         NearCacheMetrics::new()
     }
+}
+
+/// A cluster node's place in the map: `labels` = [shard, upstream, region,
+/// role]; 1 while it holds, 0 once it does not.
+pub fn cluster_node(labels: &[String; 4], on: bool) {
+    gauge!(CLUSTER_NODE, "shard" => labels[0].clone(), "upstream" => labels[1].clone(), "region" => labels[2].clone(), "role" => labels[3].clone())
+        .set(if on { 1.0 } else { 0.0 });
 }
 
 /// A primary change, counted by its source (config, role, sentinel).

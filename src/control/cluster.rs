@@ -273,6 +273,7 @@ pub async fn refresh(env: &ControlEnv, cell: &ClusterCell) -> bool {
                 unowned_slots = unowned,
                 "cluster slot map applied"
             );
+            publish_nodes(cell, &next);
             cell.store(next);
             true
         }
@@ -283,6 +284,31 @@ pub async fn refresh(env: &ControlEnv, cell: &ClusterCell) -> bool {
             false
         }
     }
+}
+
+/// `nearby_cluster_node_info`: which shard (its slots) each node serves in,
+/// and as what, so that per-upstream series can be viewed per shard.
+fn publish_nodes(cell: &ClusterCell, next: &ClusterState) {
+    let mut now: Vec<[String; 4]> = Vec::new();
+    for (i, shard) in next.shards.iter().enumerate() {
+        let slots = next.ranges(i).join(",");
+        for up in shard.load().all() {
+            now.push([
+                slots.clone(),
+                up.label.clone(),
+                up.region.clone(),
+                up.role.as_str().to_string(),
+            ]);
+        }
+    }
+    let mut prev = cell.info_series.lock().unwrap_or_else(|e| e.into_inner());
+    for gone in prev.iter().filter(|p| !now.contains(p)) {
+        crate::metrics::cluster_node(gone, false);
+    }
+    for s in &now {
+        crate::metrics::cluster_node(s, true);
+    }
+    *prev = now;
 }
 
 /// Before serving: the first map (bounded).

@@ -46,12 +46,33 @@ impl ClusterState {
     pub fn any(&self) -> Option<&Arc<TopologyCell>> {
         self.shards.first()
     }
+
+    /// Shard `i`'s slots as `start-end` ranges, in slot order.
+    pub fn ranges(&self, i: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut start: Option<usize> = None;
+        for s in 0..=self.owner.len() {
+            let mine = self.owner.get(s).is_some_and(|&o| o as usize == i);
+            match (mine, start) {
+                (true, None) => start = Some(s),
+                (false, Some(a)) => {
+                    out.push(format!("{a}-{}", s - 1));
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        out
+    }
 }
 
 pub struct ClusterCell {
     state: ArcSwap<ClusterState>,
     /// Wakes the follower: a MOVED reply says the map changed.
     pub refresh: Notify,
+    /// The `nearby_cluster_node_info` series last set to 1, so that a map
+    /// change can set the ones that went to 0.
+    pub info_series: std::sync::Mutex<Vec<[String; 4]>>,
 }
 
 impl Default for ClusterCell {
@@ -59,6 +80,7 @@ impl Default for ClusterCell {
         ClusterCell {
             state: ArcSwap::from_pointee(ClusterState::empty()),
             refresh: Notify::new(),
+            info_series: std::sync::Mutex::new(Vec::new()),
         }
     }
 }

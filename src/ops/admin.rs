@@ -279,19 +279,7 @@ fn shard_status(env: &AdminEnv, window: Duration) -> Vec<ShardStatus> {
         .enumerate()
         .map(|(i, cell)| {
             let topo = cell.load();
-            let mut slots = Vec::new();
-            let mut start: Option<usize> = None;
-            for s in 0..=state.owner.len() {
-                let mine = state.owner.get(s).is_some_and(|&o| o as usize == i);
-                match (mine, start) {
-                    (true, None) => start = Some(s),
-                    (false, Some(a)) => {
-                        slots.push(format!("{a}-{}", s - 1));
-                        start = None;
-                    }
-                    _ => {}
-                }
-            }
+            let slots = state.ranges(i);
             let (target, fallback) = topo.read_target(read_from, window, 0, |_| false);
             ShardStatus {
                 slots,

@@ -524,6 +524,27 @@ fn pubsub_works_cluster_wide_and_status_shows_the_shards() {
         text.contains("shard 2: slots 10923-16383; reads go to replica"),
         "{text}"
     );
+    // Every node's shard and role, for per-shard views of the per-upstream
+    // series: 3 shards x (1 primary + 1 replica).
+    let m = nearby.metrics();
+    let info: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("nearby_cluster_node_info{") && l.ends_with(" 1"))
+        .collect();
+    assert_eq!(info.len(), 6, "{info:?}");
+    for (slots, role, n) in [
+        ("0-5460", "primary", 1),
+        ("0-5460", "replica", 1),
+        ("10923-16383", "replica", 1),
+    ] {
+        let found = info
+            .iter()
+            .filter(|l| {
+                l.contains(&format!("shard=\"{slots}\"")) && l.contains(&format!("role=\"{role}\""))
+            })
+            .count();
+        assert_eq!(found, n, "{slots} {role}: {info:?}");
+    }
 }
 
 /// A MOVED naming a node the sidecar's map does not list yet (added to
