@@ -13,7 +13,6 @@ use super::ControlEnv;
 use crate::config::Config;
 use crate::conn::plain::Plain;
 use crate::model::cluster::{ClusterCell, ClusterState, SLOTS, UNOWNED};
-use crate::model::replication::Replication;
 use crate::model::topology::{Topology, TopologyCell, Upstream, Writes};
 use crate::route::cluster::map::{self, Shard, SlotMap};
 use crate::url::{Host, RedisUrl};
@@ -23,7 +22,7 @@ use crate::url::{Host, RedisUrl};
 pub fn shard_env(env: &ControlEnv, cell: &Arc<TopologyCell>) -> ControlEnv {
     ControlEnv {
         topology: cell.clone(),
-        replication: Arc::new(Replication::default()),
+        replication: cell.replication.clone(),
         ..env.clone()
     }
 }

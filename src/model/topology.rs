@@ -140,6 +140,9 @@ pub struct TopologyCell {
     snapshot: ArcSwap<Topology>,
     /// Primary changes: their source, history and what they put at risk.
     pub failover: super::failover::Failover,
+    /// A cluster shard's own replication offsets (read-your-writes per
+    /// shard); a standalone sidecar keeps its one in the app's context.
+    pub replication: Arc<super::replication::Replication>,
     writer: Mutex<()>,
 }
 
@@ -170,6 +173,7 @@ impl TopologyCell {
             }),
             writer: Mutex::new(()),
             failover: Default::default(),
+            replication: Default::default(),
         };
         let replicas = config
             .replicas
@@ -213,6 +217,7 @@ impl TopologyCell {
             }),
             writer: Mutex::new(()),
             failover: Default::default(),
+            replication: Default::default(),
         }
     }
 

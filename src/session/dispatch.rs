@@ -277,10 +277,12 @@ impl Session {
             Track::None
         };
         let seq = self.slots.push(silent, on_dedicated, hook, track);
-        if written != Written::Nothing
+        let shard = (self.ryw && self.env.cluster.is_some()).then(|| self.shard.clone());
+        if (written != Written::Nothing || shard.is_some())
             && let Some(slot) = self.slots.get_mut(seq)
         {
             slot.written = written;
+            slot.shard = shard;
         }
         seq
     }

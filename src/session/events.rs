@@ -94,9 +94,11 @@ impl Session {
     /// Slot `seq` is answered with `reply`.
     pub(super) fn complete(&mut self, seq: u64, reply: Bytes) {
         // A write's keys leave the near-cache before its reply is written.
+        let mut shard = None;
         if let Some(slot) = self.slots.get_mut(seq) {
             let written = std::mem::take(&mut slot.written);
             let tracked = std::mem::take(&mut slot.tracked);
+            shard = slot.shard.take();
             if let Some(cache) = &self.env.fills.cache {
                 super::near::drop_written(cache, written);
             }
@@ -110,7 +112,15 @@ impl Session {
         if done.on_dedicated {
             self.pin.outstanding = self.pin.outstanding.saturating_sub(1);
         }
-        self.on_tracked(done.track);
+        match shard {
+            // The shard the command went to keeps its bookkeeping.
+            Some(sh) => {
+                let current = std::mem::replace(&mut self.shard, sh);
+                self.on_tracked(done.track);
+                self.shard = current;
+            }
+            None => self.on_tracked(done.track),
+        }
         if done.ok {
             self.apply_hook(done.hook, done.array);
         }

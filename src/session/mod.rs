@@ -142,6 +142,9 @@ struct Session {
     tracker: Tracker,
     /// The replication generation `tracker` was last rebased to.
     ryw_generation: u64,
+    /// In a cluster, read-your-writes per shard: (the shard, its tracker,
+    /// its generation).
+    shard_trackers: Vec<(Arc<TopologyCell>, Tracker, u64)>,
     /// Commands held while writes wait for a new primary.
     park: park::Park,
     /// The topology the command being routed goes to: the one primary and
@@ -197,6 +200,7 @@ impl Session {
             writes_in_flight: 0,
             tracker: Tracker::new(),
             ryw_generation: 0,
+            shard_trackers: Vec::new(),
             park: park::Park::default(),
             shard: topology,
             splits: Vec::new(),

@@ -255,7 +255,7 @@ impl Session {
                     .iter()
                     .any(|r| r.unusable().is_none() && !fresh_enough(need, r.repl_offset())))
         {
-            self.env.replication.demand_offsets();
+            self.replication().demand_offsets();
         }
         let (up, fallback) = topo.read_target(
             config.routing.read_from,
@@ -279,23 +279,57 @@ impl Session {
             // which runs it first, is sure to show it.
             return Need::Primary;
         }
-        let env = self.env.clone();
-        let (generation, rebase_to) = env.replication.generation();
-        if generation != self.ryw_generation {
+        let replication = self.replication();
+        let (generation, rebase_to) = replication.generation();
+        let (tracker, seen) = self.own_tracker();
+        if generation != *seen {
             // A failover since this session's last read: its bar was set
             // in the old history (the sidecar-wide tracker is rebased by
             // the switch itself).
-            self.ryw_generation = generation;
-            self.tracker.rebase(rebase_to);
+            *seen = generation;
+            tracker.rebase(rebase_to);
         }
-        let offsets = env.replication.offsets();
+        let offsets = replication.offsets();
         self.with_tracker(|t| t.need(&offsets))
+    }
+
+    /// Whose replication offsets this session's reads are judged by: the
+    /// primary's, or in a cluster the current shard's.
+    fn replication(&self) -> Arc<crate::model::replication::Replication> {
+        if self.env.cluster.is_some() {
+            self.shard.replication.clone()
+        } else {
+            self.env.replication.clone()
+        }
+    }
+
+    /// This connection's own tracker and the replication generation it was
+    /// last rebased to: one per shard in a cluster (each shard has its own
+    /// offsets).
+    fn own_tracker(&mut self) -> (&mut Tracker, &mut u64) {
+        if self.env.cluster.is_none() {
+            return (&mut self.tracker, &mut self.ryw_generation);
+        }
+        let i = match self
+            .shard_trackers
+            .iter()
+            .position(|(k, _, _)| Arc::ptr_eq(k, &self.shard))
+        {
+            Some(i) => i,
+            None => {
+                self.shard_trackers
+                    .push((self.shard.clone(), Tracker::new(), 0));
+                self.shard_trackers.len() - 1
+            }
+        };
+        let (_, t, g) = &mut self.shard_trackers[i];
+        (t, g)
     }
 
     fn with_tracker<R>(&mut self, f: impl FnOnce(&mut Tracker) -> R) -> R {
         match self.env.config().routing.consistency_scope {
-            ConsistencyScope::Connection => f(&mut self.tracker),
-            ConsistencyScope::Sidecar => f(&mut self.env.replication.tracker()),
+            ConsistencyScope::Connection => f(self.own_tracker().0),
+            ConsistencyScope::Sidecar => f(&mut self.replication().tracker()),
         }
     }
 

@@ -59,6 +59,9 @@ pub(super) struct Slot {
     /// Emulated tracking: the keys of this tracked read, settled when its
     /// reply arrives.
     pub tracked: Vec<bytes::Bytes>,
+    /// Cluster with read-your-writes: the shard whose bookkeeping this
+    /// slot's completion feeds.
+    pub shard: Option<std::sync::Arc<crate::model::topology::TopologyCell>>,
 }
 
 /// What completing a slot entails.
@@ -137,6 +140,7 @@ impl Slots {
             track,
             written: Written::Nothing,
             tracked: Vec::new(),
+            shard: None,
         });
         seq
     }

@@ -797,3 +797,62 @@ fn a_shard_primary_killed_under_load_stops_only_its_own_writes() {
     );
     drop(nearby);
 }
+
+/// Read-your-writes per shard: each write-then-read pair reads its write,
+/// and once the shards' replicas have caught up (their offsets, sampled per
+/// shard, reach the writes) reads go back to the replicas.
+#[test]
+fn read_your_writes_holds_per_shard_and_reads_return_to_the_replicas() {
+    let cluster = RedisCluster::start(3, 1);
+    let nearby = sidecar(&cluster, &["--consistency", "read-your-writes"]);
+    let port = nearby.port;
+    let stale: usize = (0..4)
+        .map(|t| {
+            thread::spawn(move || {
+                let mut c = RawConn::connect(port);
+                let mut stale = 0;
+                for i in 0..500 {
+                    // Keys on every shard.
+                    let key = format!("ryw:{t}:{}", i % 16);
+                    let v = i.to_string();
+                    assert_eq!(c.cmd(&["SET", &key, &v]), b"+OK\r\n");
+                    if c.cmd(&["GET", &key]) != format!("${}\r\n{v}\r\n", v.len()).into_bytes() {
+                        stale += 1;
+                    }
+                }
+                stale
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .sum();
+    assert_eq!(stale, 0, "stale reads with read-your-writes");
+    assert!(
+        nearby
+            .metrics()
+            .contains("nearby_read_fallbacks_total{reason=\"pinned_after_write\"}"),
+        "no read waited for a replica to catch up"
+    );
+    // On one connection: once its writes are on the replicas (each
+    // shard's offsets say so), its reads go back to them.
+    let mut c = RawConn::connect(port);
+    for i in 0..16 {
+        assert_eq!(c.cmd(&["SET", &format!("ryw:last:{i}"), "x"]), b"+OK\r\n");
+    }
+    thread::sleep(Duration::from_millis(1000));
+    let replicas: Vec<_> = cluster
+        .primaries()
+        .iter()
+        .map(|p| cluster.replicas_of(p)[0])
+        .collect();
+    let before: u64 = replicas.iter().map(|r| gets(r)).sum();
+    for i in 0..48 {
+        assert_eq!(
+            c.cmd(&["GET", &format!("ryw:last:{}", i % 16)]),
+            b"$1\r\nx\r\n"
+        );
+    }
+    let after: u64 = replicas.iter().map(|r| gets(r)).sum();
+    assert_eq!(after - before, 48, "reads did not return to the replicas");
+}
