@@ -206,6 +206,15 @@ impl Session {
                     self.push_done(cur, resp::ok());
                 }
                 Ok(Request::On { native: true, .. }) => return false,
+                // Default mode tracks every read, including those of a
+                // MULTI that the client's own connection runs: Redis's
+                // pushes about them (tracking-table evictions, for one)
+                // must come in order with that connection's replies, which
+                // only Redis on that connection can do.
+                Ok(Request::On {
+                    mode: tr::Mode::Default,
+                    ..
+                }) if self.tracking.is_none() => return false,
                 Ok(Request::On { .. }) if self.client.proto != Proto::Resp3 => return false,
                 Ok(Request::On { mode, noloop, .. }) => {
                     match tr::Tracking::enable(self.tracking, mode, noloop) {

@@ -629,8 +629,8 @@ fn a_tracking_client_keeps_replica_reads_and_hears_invalidations() {
     }
 }
 
-/// Default mode tracks every read; the client's own write is pushed to
-/// it too, unless NOLOOP.
+/// OPTOUT tracks every read (but one after `CLIENT CACHING NO`); the
+/// client's own write is pushed to it too, unless NOLOOP.
 #[test]
 fn own_writes_are_pushed_unless_noloop_as_redis_does() {
     let c = Cluster::start(1);
@@ -638,7 +638,7 @@ fn own_writes_are_pushed_unless_noloop_as_redis_does() {
     for (noloop, key) in [(false, "loop"), (true, "noloop")] {
         let mut cl = RawConn::connect(n.port);
         assert!(cl.cmd(&["HELLO", "3"]).starts_with(b"%"));
-        let mut on = vec!["CLIENT", "TRACKING", "ON"];
+        let mut on = vec!["CLIENT", "TRACKING", "ON", "OPTOUT"];
         if noloop {
             on.push("NOLOOP");
         }
