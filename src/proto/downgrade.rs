@@ -59,7 +59,7 @@ pub fn to_resp2(frame: &Bytes) -> Result<Bytes, ProtocolError> {
                 let end = if n < 0 {
                     next
                 } else {
-                    let end = next + n as usize + 2;
+                    let end = span_end(next, n as usize)?;
                     if frame.get(end - 2..end) != Some(b"\r\n") {
                         return Err(bad("a bulk string without its end"));
                     }
@@ -140,7 +140,7 @@ pub fn to_resp2(frame: &Bytes) -> Result<Bytes, ProtocolError> {
             }
             b'=' | b'!' => {
                 let n = usize::try_from(number(text)?).map_err(|_| bad("a negative length"))?;
-                let end = next + n + 2;
+                let end = span_end(next, n)?;
                 let body = frame
                     .get(next..end - 2)
                     .filter(|_| frame.get(end - 2..end) == Some(b"\r\n"))
@@ -225,6 +225,14 @@ fn line_at(frame: &[u8], pos: usize) -> Result<(&[u8], usize), ProtocolError> {
         return Err(bad("an empty line"));
     }
     Ok((&rest[..nl], pos + nl + 2))
+}
+
+/// Where a body of `n` bytes starting at `start` ends, with its CRLF.
+fn span_end(start: usize, n: usize) -> Result<usize, ProtocolError> {
+    start
+        .checked_add(n)
+        .and_then(|e| e.checked_add(2))
+        .ok_or_else(|| bad("a length past any frame"))
 }
 
 fn number(text: &[u8]) -> Result<i64, ProtocolError> {
@@ -329,6 +337,8 @@ mod tests {
             b"?\r\n",
             b"\r\n",
             b"|1\r\n+a\r\n",
+            b"~1\r\n$9223372036854775807\r\nx\r\n",
+            b"=9223372036854775807\r\nx\r\n",
         ] {
             assert!(to_resp2(&Bytes::copy_from_slice(f)).is_err(), "{f:?}");
         }
