@@ -3,15 +3,12 @@
 //!
 //! Names follow `../shared/DESIGN.md` ("Interface contract").
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use metrics::{
-    Counter, Gauge, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram,
-    gauge, histogram,
-};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics::{Counter, Gauge, Unit, counter, describe_counter, describe_gauge, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::route::command::Kind;
 use crate::route::select::Fallback;
@@ -54,10 +51,7 @@ pub fn install(enabled: bool) {
         if !enabled {
             return None;
         }
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full(DURATION.to_string()), BUCKETS)
-            .ok()?
-            .build_recorder();
+        let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         metrics::set_global_recorder(recorder).ok()?;
         describe();
@@ -85,18 +79,144 @@ pub fn spawn_upkeep() {
 pub fn render() -> Option<String> {
     let h = HANDLE.get()?.as_ref()?;
     h.run_upkeep();
-    Some(h.render())
+    let mut text = h.render();
+    render_durations(&mut text);
+    Some(text)
+}
+
+/// The request-duration histograms, kept here rather than in the
+/// exporter: a sample is a bucket search and three relaxed adds (the
+/// exporter's histogram takes an epoch guard and a slot per sample, a few
+/// hundred nanoseconds per request at pipelined rates), and a pipe adds a
+/// whole read's worth of samples at once (`Tally`).
+pub struct DurationHistogram {
+    /// Per bucket of `BUCKETS`, plus one past the last (+Inf only).
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl DurationHistogram {
+    fn new() -> DurationHistogram {
+        DurationHistogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// The counts per bucket (not cumulative) and the sum in seconds.
+    pub fn snapshot(&self) -> ([u64; BUCKETS.len() + 1], f64) {
+        let counts = std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed));
+        (counts, self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9)
+    }
+}
+
+/// `BUCKETS` in nanoseconds.
+const BUCKETS_NS: [u64; BUCKETS.len()] = [
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// The bucket a sample of `ns` falls in (Prometheus buckets are `le`).
+fn bucket_of(ns: u64) -> usize {
+    BUCKETS_NS
+        .iter()
+        .position(|&b| ns <= b)
+        .unwrap_or(BUCKETS_NS.len())
+}
+
+/// Every histogram series, by its label text (`upstream="..",...`): an
+/// upstream made again with the same labels shares its series.
+static DURATIONS: Mutex<Vec<(String, Arc<DurationHistogram>)>> = Mutex::new(Vec::new());
+
+fn duration_series(labels: String) -> Arc<DurationHistogram> {
+    let mut all = DURATIONS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, h)) = all.iter().find(|(l, _)| *l == labels) {
+        return h.clone();
+    }
+    let h = Arc::new(DurationHistogram::new());
+    all.push((labels, h.clone()));
+    h
+}
+
+/// A label value as the Prometheus text format quotes it.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn render_durations(out: &mut String) {
+    use std::fmt::Write;
+    let all = DURATIONS.lock().unwrap_or_else(|e| e.into_inner());
+    if all.is_empty() {
+        return;
+    }
+    if !out.is_empty() && !out.ends_with("\n\n") {
+        out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "# HELP {DURATION} Time from sending a request upstream to its reply"
+    );
+    let _ = writeln!(out, "# TYPE {DURATION} histogram");
+    for (labels, h) in all.iter() {
+        let (counts, sum) = h.snapshot();
+        let mut cumulative = 0;
+        for (i, le) in BUCKETS.iter().enumerate() {
+            cumulative += counts[i];
+            let _ = writeln!(
+                out,
+                "{DURATION}_bucket{{{labels},le=\"{le}\"}} {cumulative}"
+            );
+        }
+        cumulative += counts[BUCKETS.len()];
+        let _ = writeln!(
+            out,
+            "{DURATION}_bucket{{{labels},le=\"+Inf\"}} {cumulative}"
+        );
+        let _ = writeln!(out, "{DURATION}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{DURATION}_count{{{labels}}} {cumulative}");
+    }
+}
+
+/// Samples of one upstream's replies gathered over a batch (one read of a
+/// pipe) and added to its counters and histograms at once.
+#[derive(Default)]
+pub struct Tally {
+    n: [u64; 3],
+    buckets: [[u32; BUCKETS.len() + 1]; 3],
+    sum_ns: [u64; 3],
+}
+
+impl Tally {
+    pub fn add(&mut self, kind: Kind, took: Duration) {
+        let i = kind_index(kind);
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.n[i] += 1;
+        self.buckets[i][bucket_of(ns)] += 1;
+        self.sum_ns[i] = self.sum_ns[i].saturating_add(ns);
+    }
 }
 
 fn describe() {
     describe_counter!(
         REQUESTS,
         "Client commands, by the upstream that served them and kind (read|write|other)"
-    );
-    describe_histogram!(
-        DURATION,
-        Unit::Seconds,
-        "Time from sending a request upstream to its reply"
     );
     describe_gauge!(
         RTT,
@@ -239,7 +359,7 @@ pub fn writes_at_risk(n: u64) {
 /// Handles for one upstream.
 pub struct UpstreamMetrics {
     requests: [Counter; 3],
-    durations: [Histogram; 3],
+    durations: [Arc<DurationHistogram>; 3],
     pub rtt: Gauge,
     pub healthy: Gauge,
     pub lag: Gauge,
@@ -262,7 +382,13 @@ fn kind_index(k: Kind) -> usize {
 impl UpstreamMetrics {
     pub fn new(upstream: &str, region: &str, role: &'static str) -> UpstreamMetrics {
         let req = |kind: &'static str| counter!(REQUESTS, "upstream" => upstream.to_string(), "region" => region.to_string(), "role" => role, "kind" => kind);
-        let dur = |kind: &'static str| histogram!(DURATION, "upstream" => upstream.to_string(), "region" => region.to_string(), "role" => role, "kind" => kind);
+        let dur = |kind: &'static str| {
+            duration_series(format!(
+                "upstream=\"{}\",region=\"{}\",role=\"{role}\",kind=\"{kind}\"",
+                escape_label(upstream),
+                escape_label(region)
+            ))
+        };
         UpstreamMetrics {
             requests: [req("read"), req("write"), req("other")],
             durations: [dur("read"), dur("write"), dur("other")],
@@ -278,14 +404,38 @@ impl UpstreamMetrics {
 
     /// One client command answered by this upstream.
     pub fn served(&self, kind: Kind, took: Duration) {
-        let i = kind_index(kind);
-        match kind {
-            Kind::Read => self.reads.fetch_add(1, Ordering::Relaxed),
-            Kind::Write => self.writes.fetch_add(1, Ordering::Relaxed),
-            Kind::Other => 0,
-        };
-        self.requests[i].increment(1);
-        self.durations[i].record(took.as_secs_f64());
+        let mut t = Tally::default();
+        t.add(kind, took);
+        self.add(&mut t);
+    }
+
+    /// Adds what `t` gathered, and empties it.
+    pub fn add(&self, t: &mut Tally) {
+        for (i, kind) in [Kind::Read, Kind::Write, Kind::Other]
+            .into_iter()
+            .enumerate()
+        {
+            let n = t.n[i];
+            if n == 0 {
+                continue;
+            }
+            match kind {
+                Kind::Read => self.reads.fetch_add(n, Ordering::Relaxed),
+                Kind::Write => self.writes.fetch_add(n, Ordering::Relaxed),
+                Kind::Other => 0,
+            };
+            self.requests[i].increment(n);
+            let h = &self.durations[i];
+            for (b, count) in t.buckets[i].iter_mut().enumerate() {
+                if *count > 0 {
+                    h.buckets[b].fetch_add(u64::from(*count), Ordering::Relaxed);
+                    *count = 0;
+                }
+            }
+            h.sum_ns.fetch_add(t.sum_ns[i], Ordering::Relaxed);
+            t.n[i] = 0;
+            t.sum_ns[i] = 0;
+        }
     }
 }
 
@@ -448,6 +598,63 @@ impl Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tally_lands_in_le_buckets_with_its_sum_and_count() {
+        assert_eq!(bucket_of(0), 0);
+        assert_eq!(bucket_of(50_000), 0, "le: 50 µs is in the 50 µs bucket");
+        assert_eq!(bucket_of(50_001), 1);
+        assert_eq!(bucket_of(10_000_000_000), 16);
+        assert_eq!(bucket_of(10_000_000_001), 17, "past 10 s: +Inf only");
+        let h = duration_series("test=\"tally\"".to_string());
+        let m = UpstreamMetrics {
+            requests: [counter!("t_r"), counter!("t_w"), counter!("t_o")],
+            durations: [h.clone(), duration_series("test=\"w\"".into()), h.clone()],
+            rtt: gauge!("t_rtt"),
+            healthy: gauge!("t_h"),
+            lag: gauge!("t_l"),
+            probes_ok: counter!("t_ok"),
+            probes_failed: counter!("t_f"),
+            reads: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+        };
+        let mut t = Tally::default();
+        t.add(Kind::Read, Duration::from_micros(30));
+        t.add(Kind::Read, Duration::from_micros(30));
+        t.add(Kind::Read, Duration::from_millis(3));
+        m.add(&mut t);
+        m.served(Kind::Other, Duration::from_secs(11));
+        let (counts, sum) = h.snapshot();
+        assert_eq!(counts[0], 2);
+        assert_eq!(counts[6], 1, "3 ms is in the 5 ms bucket");
+        assert_eq!(counts[17], 1);
+        assert_eq!(counts.iter().sum::<u64>(), 4);
+        assert!((sum - 11.00306).abs() < 1e-9, "{sum}");
+        assert_eq!(m.reads.load(Ordering::Relaxed), 3);
+        // Emptied by add: a second add adds nothing.
+        m.add(&mut t);
+        assert_eq!(h.snapshot().0.iter().sum::<u64>(), 4);
+        let mut text = String::new();
+        render_durations(&mut text);
+        assert!(text.contains("# TYPE nearby_request_duration_seconds histogram\n"));
+        assert!(
+            text.contains(
+                "nearby_request_duration_seconds_bucket{test=\"tally\",le=\"0.00005\"} 2\n"
+            )
+        );
+        assert!(
+            text.contains(
+                "nearby_request_duration_seconds_bucket{test=\"tally\",le=\"0.005\"} 3\n"
+            )
+        );
+        assert!(
+            text.contains("nearby_request_duration_seconds_bucket{test=\"tally\",le=\"10\"} 3\n")
+        );
+        assert!(
+            text.contains("nearby_request_duration_seconds_bucket{test=\"tally\",le=\"+Inf\"} 4\n")
+        );
+        assert!(text.contains("nearby_request_duration_seconds_count{test=\"tally\"} 4\n"));
+    }
 
     #[test]
     fn usage_crosses_the_allowance_once_a_day_and_rolls_over() {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::route::command::Kind;
@@ -36,7 +35,8 @@ pub enum Event {
     Closed { error: Arc<str>, conn: u64 },
 }
 
-pub type EventTx = mpsc::UnboundedSender<Event>;
+pub type EventTx = crate::conn::mailbox::Sender<Event>;
+pub type EventRx = crate::conn::mailbox::Receiver<Event>;
 
 /// A request for a shared pipe.
 pub struct Request {

@@ -5,6 +5,7 @@ pub mod control;
 pub mod dedicated;
 pub mod event;
 pub mod fill;
+pub mod mailbox;
 pub mod pipe;
 pub mod plain;
 pub mod pool;

@@ -7,17 +7,18 @@
 //! sent here: sessions use dedicated connections for that.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::conn::connect::{self as upstream, Connector, Handshake, UpstreamError};
 pub use crate::conn::event::{Event, EventTx, Request, Timeouts};
+use crate::conn::mailbox;
 use crate::model::stamp;
 use crate::model::topology::{Role, Upstream};
 use crate::proto::refusal::Refusal;
@@ -26,7 +27,7 @@ use crate::route::command::Kind;
 
 #[derive(Clone)]
 pub struct PipeHandle {
-    tx: mpsc::UnboundedSender<Request>,
+    tx: mailbox::Sender<Request>,
     head: Arc<Head>,
 }
 
@@ -51,7 +52,7 @@ impl PipeHandle {
     /// Queues a request. The pipe task lives as long as its upstream, so this
     /// only fails during shutdown; the request is handed back.
     pub fn send(&self, req: Request) -> Result<(), Request> {
-        self.tx.send(req).map_err(|e| e.0)
+        self.tx.send(req)
     }
 
     /// Whether the pipe's oldest waiting request was sent more than `limit`
@@ -59,6 +60,12 @@ impl PipeHandle {
     pub fn held(&self, now: Instant, limit: Duration) -> bool {
         let sent = self.head.sent_us.load(Ordering::Relaxed);
         sent != 0 && stamp(self.head.epoch, now).saturating_sub(sent) > limit.as_micros() as u64
+    }
+
+    /// Whether anything waits on the pipe at all: when not, it cannot be
+    /// held, and no clock needs reading to say so.
+    pub fn busy(&self) -> bool {
+        self.head.sent_us.load(Ordering::Relaxed) != 0
     }
 
     /// The same pipe (both handles feed one connection).
@@ -74,7 +81,7 @@ pub fn spawn(
     hs: Handshake,
     timeouts: Timeouts,
 ) -> PipeHandle {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mailbox::channel();
     let head = Arc::new(Head {
         epoch: Instant::now(),
         sent_us: AtomicU64::new(0),
@@ -134,7 +141,7 @@ async fn run(
     up: Arc<Upstream>,
     hs: Handshake,
     timeouts: Timeouts,
-    mut rx: mpsc::UnboundedReceiver<Request>,
+    mut rx: mailbox::Receiver<Request>,
     head: Arc<Head>,
 ) {
     const MIN_BACKOFF: Duration = Duration::from_millis(50);
@@ -232,25 +239,51 @@ struct InFlight {
     slow: bool,
 }
 
+/// The requests written on one connection and not yet answered, oldest
+/// first. The writer appends a whole batch under one lock before writing
+/// it, so a reply never arrives before its entry; the reader takes entries
+/// as it frames replies. Neither wakes the other: the reader is woken by
+/// the socket.
+struct Flight {
+    queue: Mutex<FlightQueue>,
+}
+
+struct FlightQueue {
+    items: VecDeque<InFlight>,
+    /// The reader has stopped: nothing more may be written.
+    closed: bool,
+}
+
+impl Flight {
+    fn lock(&self) -> MutexGuard<'_, FlightQueue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Runs one connection until it fails (returns the cause) or the request
 /// queue closes (returns None).
 async fn serve(
     up: &Arc<Upstream>,
     stream: upstream::UpstreamStream,
     leftover: BytesMut,
-    rx: &mut mpsc::UnboundedReceiver<Request>,
+    rx: &mut mailbox::Receiver<Request>,
     request_timeout: Duration,
     head: &Arc<Head>,
     carried: Vec<Request>,
 ) -> Option<UpstreamError> {
     let (rd, mut wr) = stream.into_split();
-    let (inflight_tx, inflight_rx) = mpsc::unbounded_channel::<InFlight>();
+    let flight = Arc::new(Flight {
+        queue: Mutex::new(FlightQueue {
+            items: VecDeque::with_capacity(128),
+            closed: false,
+        }),
+    });
     let (stop_tx, stop_rx) = oneshot::channel::<UpstreamError>();
     let mut reader = tokio::spawn(read_loop(
         up.clone(),
         rd,
         leftover,
-        inflight_rx,
+        flight.clone(),
         stop_rx,
         request_timeout,
         head.clone(),
@@ -274,36 +307,41 @@ async fn serve(
             }
         }
         let now = Instant::now();
-        let mut dead = None;
-        for req in batch.drain(..) {
-            if let Some(err) = &dead {
-                fail(req, err);
-                continue;
+        let (mut n, mut slow) = (0, 0);
+        let closed = {
+            let mut q = flight.lock();
+            if !q.closed {
+                if q.items.is_empty() {
+                    head.set(Some(now));
+                }
+                for req in batch.drain(..) {
+                    out.extend_from_slice(&req.data);
+                    n += 1;
+                    slow += usize::from(req.slow);
+                    q.items.push_back(InFlight {
+                        seq: req.seq,
+                        reply_to: req.reply_to,
+                        sent: now,
+                        kind: req.kind,
+                        slow: req.slow,
+                    });
+                }
             }
-            let entry = InFlight {
-                seq: req.seq,
-                reply_to: req.reply_to,
-                sent: now,
-                kind: req.kind,
-                slow: req.slow,
-            };
-            out.extend_from_slice(&req.data);
-            up.add_slow(usize::from(req.slow));
-            if let Err(e) = inflight_tx.send(entry) {
-                // The reader has stopped: it failed everything it
-                // held; this one was never written.
-                let e = e.0;
-                up.sub_slow(usize::from(e.slow));
-                let text = describe(up, &UpstreamError::Lost("connection closed".into()));
-                let _ = e.reply_to.send(Event::Failed {
-                    seq: e.seq,
-                    error: text.clone(),
-                });
-                dead = Some(text);
-            } else {
-                up.add_outstanding(1);
+            q.closed
+        };
+        if closed {
+            // The reader has stopped: it failed everything it held; these
+            // were never written.
+            let text = describe(up, &UpstreamError::Lost("connection closed".into()));
+            for req in batch.drain(..) {
+                fail(req, &text);
             }
+            break reader
+                .await
+                .unwrap_or_else(|e| UpstreamError::Lost(e.to_string()));
         }
+        up.add_slow(slow);
+        up.add_outstanding(n);
         if !out.is_empty()
             && let Err(e) = wr.write_all(&out).await
         {
@@ -314,10 +352,8 @@ async fn serve(
             break err;
         }
         out.clear();
-        if dead.is_some() {
-            break reader
-                .await
-                .unwrap_or_else(|e| UpstreamError::Lost(e.to_string()));
+        if out.capacity() > 1024 * 1024 {
+            out = BytesMut::with_capacity(16 * 1024);
         }
     };
     Some(err)
@@ -327,13 +363,13 @@ async fn read_loop(
     up: Arc<Upstream>,
     mut rd: upstream::UpstreamReadHalf,
     mut buf: BytesMut,
-    mut inflight_rx: mpsc::UnboundedReceiver<InFlight>,
+    flight: Arc<Flight>,
     mut stop: oneshot::Receiver<UpstreamError>,
     request_timeout: Duration,
     head: Arc<Head>,
 ) -> UpstreamError {
-    let mut pending: VecDeque<InFlight> = VecDeque::new();
     let mut framer = ReplyFramer::new(ReplyLimits::default());
+    let mut tally = crate::metrics::Tally::default();
     // When the previous read completed: the passive latency sample is the
     // wait for the first reply of a read, counted from when its request was
     // sent or the previous read, whichever is later. That is the upstream's
@@ -347,56 +383,58 @@ async fn read_loop(
     let err = 'conn: loop {
         let mut first_sent: Option<Instant> = None;
         let now = Instant::now();
-        loop {
-            match framer.next(&mut buf) {
-                Ok(Some(reply)) => {
-                    // Out-of-band pushes answer no request; none are expected
-                    // on a stateless pipe, so they are dropped.
-                    if reply.is_push() {
-                        continue;
+        let (mut done, mut slow) = (0, 0);
+        let framed = {
+            let mut q = flight.lock();
+            let framed = loop {
+                match framer.next(&mut buf) {
+                    Ok(Some(reply)) => {
+                        // Out-of-band pushes answer no request; none are
+                        // expected on a stateless pipe, so they are dropped.
+                        if reply.is_push() {
+                            continue;
+                        }
+                        let Some(entry) = q.items.pop_front() else {
+                            break Err(UpstreamError::Protocol("reply without a request".into()));
+                        };
+                        done += 1;
+                        slow += usize::from(entry.slow);
+                        if first_sent.is_none() {
+                            first_sent = Some(entry.sent);
+                        }
+                        // A replica's refusal of a read is retried elsewhere
+                        // by the session: counted where it is finally served.
+                        if !(entry.kind == Kind::Read
+                            && up.role == Role::Replica
+                            && Refusal::of(&reply.raw).is_some())
+                        {
+                            tally.add(entry.kind, now - entry.sent);
+                        }
+                        let _ = entry.reply_to.send(Event::Reply {
+                            seq: entry.seq,
+                            data: reply.raw,
+                        });
                     }
-                    let entry = match pending.pop_front() {
-                        Some(e) => e,
-                        None => match inflight_rx.try_recv() {
-                            Ok(e) => e,
-                            Err(_) => {
-                                break 'conn UpstreamError::Protocol(
-                                    "reply without a request".into(),
-                                );
-                            }
-                        },
-                    };
-                    up.sub_outstanding(1);
-                    up.sub_slow(usize::from(entry.slow));
-                    if first_sent.is_none() {
-                        first_sent = Some(entry.sent);
-                    }
-                    // A replica's refusal of a read is retried elsewhere by
-                    // the session: counted where it is finally served.
-                    if !(entry.kind == Kind::Read
-                        && up.role == Role::Replica
-                        && Refusal::of(&reply.raw).is_some())
-                    {
-                        up.metrics.served(entry.kind, now - entry.sent);
-                    }
-                    let _ = entry.reply_to.send(Event::Reply {
-                        seq: entry.seq,
-                        data: reply.raw,
-                    });
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(UpstreamError::Protocol(e.to_string())),
                 }
-                Ok(None) => break,
-                Err(e) => break 'conn UpstreamError::Protocol(e.to_string()),
-            }
+            };
+            head.set(q.items.front().map(|p| p.sent));
+            framed
+        };
+        up.sub_outstanding(done);
+        up.sub_slow(slow);
+        if done > 0 {
+            up.metrics.add(&mut tally);
+        }
+        if let Err(e) = framed {
+            break 'conn e;
         }
         if let Some(sent) = first_sent {
             up.observe_passive(now - sent.max(prev_read), now);
             up.heard(now);
             prev_read = now;
         }
-        while let Ok(e) = inflight_rx.try_recv() {
-            pending.push_back(e);
-        }
-        head.set(pending.front().map(|p| p.sent));
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(16 * 1024);
         }
@@ -405,10 +443,6 @@ async fn read_loop(
                 Ok(0) => break UpstreamError::Lost("closed by the upstream".into()),
                 Ok(_) => {}
                 Err(e) => break UpstreamError::Lost(e.to_string()),
-            },
-            e = inflight_rx.recv() => match e {
-                Some(e) => pending.push_back(e),
-                None => break UpstreamError::Lost("writer stopped".into()),
             },
             // The oldest request's age is checked on a coarse tick rather
             // than with a timer per request: arming and cancelling a timer
@@ -419,7 +453,8 @@ async fn read_loop(
             // for however long it takes, as a direct client would wait.
             _ = timeout_check.tick() => {
                 let now = Instant::now();
-                if pending.front().is_some_and(|p| p.sent + request_timeout <= now)
+                let oldest = flight.lock().items.front().map(|p| p.sent);
+                if oldest.is_some_and(|sent| sent + request_timeout <= now)
                     && up.silent_for(request_timeout, now)
                 {
                     break UpstreamError::Timeout(request_timeout.as_millis() as u64);
@@ -432,10 +467,11 @@ async fn read_loop(
     };
     // Nothing more will be matched on this connection: fail what is in
     // flight (no reply was received for any of it).
-    inflight_rx.close();
-    while let Ok(e) = inflight_rx.try_recv() {
-        pending.push_back(e);
-    }
+    let pending = {
+        let mut q = flight.lock();
+        q.closed = true;
+        std::mem::take(&mut q.items)
+    };
     head.set(None);
     let text = describe(&up, &err);
     let lost = !pending.is_empty();

@@ -166,15 +166,14 @@ impl Trackers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::sync::mpsc;
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
     }
 
-    fn pushes(rx: &mut mpsc::UnboundedReceiver<Event>) -> Vec<Vec<u8>> {
+    fn pushes(rx: &mut crate::conn::event::EventRx) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        while let Ok(Event::Push { data }) = rx.try_recv() {
+        while let Some(Event::Push { data }) = rx.try_recv() {
             out.push(data.to_vec());
         }
         out
@@ -183,8 +182,8 @@ mod tests {
     #[test]
     fn readers_hear_once_and_a_read_in_flight_keeps_them_registered() {
         let t = Trackers::default();
-        let (tx1, mut rx1) = mpsc::unbounded_channel();
-        let (tx2, mut rx2) = mpsc::unbounded_channel();
+        let (tx1, mut rx1) = crate::conn::mailbox::channel();
+        let (tx2, mut rx2) = crate::conn::mailbox::channel();
         t.register(1, tx1);
         t.register(2, tx2);
         t.track(1, &[b("k")]);
@@ -210,7 +209,7 @@ mod tests {
     #[test]
     fn unregistered_and_noloop_writers_hear_nothing() {
         let t = Trackers::default();
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = crate::conn::mailbox::channel();
         t.track(1, &[b("k")]); // not registered: ignored
         assert_eq!(t.sizes(), (0, 0));
         t.register(1, tx);
@@ -230,7 +229,7 @@ mod tests {
     #[test]
     fn a_flush_tells_every_tracking_client() {
         let t = Trackers::default();
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = crate::conn::mailbox::channel();
         t.register(1, tx);
         t.track(1, &[b("a")]);
         t.settle(1, &[b("a")]);

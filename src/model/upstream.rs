@@ -284,6 +284,11 @@ impl Upstream {
         self.writes_paused_us.store(us, Ordering::Relaxed);
     }
 
+    /// Whether a CLIENT PAUSE WRITE was seen at all (no clock read).
+    pub fn may_pause_writes(&self) -> bool {
+        self.writes_paused_us.load(Ordering::Relaxed) != 0
+    }
+
     /// Whether Redis holds writes now, as far as this sidecar knows.
     pub fn writes_paused(&self, now: Instant) -> bool {
         let until = self.writes_paused_us.load(Ordering::Relaxed);

@@ -350,7 +350,7 @@ impl Session {
         {
             // Nothing of ours in flight: free to leave a held pipe (our own
             // requests stay in order on the one they are queued on).
-            if self.shared_waiting == 0 {
+            if self.shared_waiting == 0 && self.pipes[i].3.busy() {
                 let now = tokio::time::Instant::now();
                 let limit = hold_limit(up);
                 if self.pipes[i].3.held(now, limit) {
@@ -399,10 +399,8 @@ impl Session {
     }
 
     fn writes_paused(&self) -> bool {
-        self.shard
-            .load()
-            .primary
-            .writes_paused(tokio::time::Instant::now())
+        let shard = self.shard.load();
+        shard.primary.may_pause_writes() && shard.primary.writes_paused(tokio::time::Instant::now())
     }
 
     /// The client has a name and its dedicated primary connection carries

@@ -33,12 +33,12 @@ use tokio::time::Instant;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::config::{Config, Consistency};
 use crate::conn::connect::Handshake;
 use crate::conn::dedicated::Dedicated;
-use crate::conn::event::{Event, EventTx};
+use crate::conn::event::{Event, EventRx, EventTx};
 use crate::conn::pipe::PipeHandle;
 use crate::conn::pool::PipePool;
 use crate::metrics::ErrorKind;
@@ -124,7 +124,9 @@ struct Session {
     pin: PinState,
     slots: Slots,
     events_tx: EventTx,
-    events_rx: mpsc::UnboundedReceiver<Event>,
+    events_rx: EventRx,
+    /// Events taken from `events_rx` in one go, handled in order.
+    event_batch: std::collections::VecDeque<Event>,
     /// Shared pipes used so far: (upstream id, db, protocol, pipe).
     pipes: Vec<(usize, u32, Proto, PipeHandle)>,
     /// Requests on shared pipes not yet answered: while any are, the
@@ -174,7 +176,7 @@ impl Drop for Session {
 impl Session {
     fn new(env: Arc<SessionEnv>) -> Session {
         let topology = env.topology.clone();
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (events_tx, events_rx) = crate::conn::mailbox::channel();
         let id = env.clients.next_id();
         let (client, ryw) = {
             let c = env.config();
@@ -191,6 +193,7 @@ impl Session {
             slots: Slots::new(),
             events_tx,
             events_rx,
+            event_batch: std::collections::VecDeque::new(),
             pipes: Vec::new(),
             shared_waiting: 0,
             ded: None,
@@ -269,9 +272,12 @@ impl Session {
                     if let Some(ev) = ev {
                         self.on_event(ev);
                     }
-                    while let Ok(ev) = self.events_rx.try_recv() {
+                    let mut batch = std::mem::take(&mut self.event_batch);
+                    self.events_rx.drain_into(&mut batch);
+                    while let Some(ev) = batch.pop_front() {
                         self.on_event(ev);
                     }
+                    self.event_batch = batch;
                 }
                 w = wr.write(&out), if !out.is_empty() => match w {
                     Ok(0) | Err(_) => break,

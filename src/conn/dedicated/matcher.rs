@@ -351,7 +351,7 @@ mod tests {
             url,
             None,
         );
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, mut rx) = crate::conn::mailbox::channel();
         let mut m = Matcher::new(Proto::Resp2);
         m.pending.push_back(sent(1, "SUBSCRIBE", 1));
         m.pending.push_back(sent(2, "UNSUBSCRIBE", 1));
@@ -361,7 +361,7 @@ mod tests {
                 .expect("a stream frame");
         }
         let mut got = Vec::new();
-        while let Ok(ev) = rx.try_recv() {
+        while let Some(ev) = rx.try_recv() {
             got.push(match ev {
                 Event::Stream {
                     after,
@@ -397,7 +397,7 @@ mod tests {
             url,
             None,
         );
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, mut rx) = crate::conn::mailbox::channel();
         let mut m = Matcher::new(Proto::Resp2);
         m.pending.push_back(sent(1, "SUBSCRIBE", 2));
         m.pending.push_back(sent(2, "PSUBSCRIBE", 1));
@@ -412,7 +412,7 @@ mod tests {
             m.route(&up, frame(word, ch, n), &tx)
                 .expect("a stream frame");
         }
-        let passed: Vec<u64> = std::iter::from_fn(|| rx.try_recv().ok())
+        let passed: Vec<u64> = std::iter::from_fn(|| rx.try_recv())
             .filter_map(|ev| match ev {
                 Event::Passed { seq } => Some(seq),
                 _ => None,

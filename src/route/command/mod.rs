@@ -7,7 +7,12 @@
 
 mod builtin;
 
-use std::collections::HashMap;
+use std::collections::HashMap as StdHashMap;
+
+/// Command names are short and looked up once per request: a fast
+/// non-cryptographic hash (the table is built from COMMAND, not from
+/// client input, so flooding it is not a concern).
+type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::FixedState>;
 
 use redis_protocol::resp2::types::BytesFrame;
 
@@ -31,7 +36,7 @@ pub struct CommandTable {
 
 impl CommandTable {
     pub fn builtin() -> CommandTable {
-        let mut flags: HashMap<Box<[u8]>, u32> = HashMap::new();
+        let mut flags: HashMap<Box<[u8]>, u32> = HashMap::default();
         for name in BUILTIN_READONLY {
             flags.insert(name.as_bytes().into(), READONLY);
         }
@@ -55,7 +60,7 @@ impl CommandTable {
         let BytesFrame::Array(entries) = reply else {
             return Err("COMMAND reply is not an array".into());
         };
-        let mut flags = HashMap::with_capacity(entries.len() * 2);
+        let mut flags = HashMap::with_capacity_and_hasher(entries.len() * 2, Default::default());
         for entry in entries {
             add_entry(&mut flags, entry)?;
         }
