@@ -96,6 +96,12 @@ pub struct DurationHistogram {
 }
 
 impl DurationHistogram {
+    /// One sample of `ns` nanoseconds.
+    fn record(&self, ns: u64) {
+        self.buckets[bucket_of(ns)].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
     fn new() -> DurationHistogram {
         DurationHistogram {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -110,26 +116,16 @@ impl DurationHistogram {
     }
 }
 
-/// `BUCKETS` in nanoseconds.
-const BUCKETS_NS: [u64; BUCKETS.len()] = [
-    50_000,
-    100_000,
-    250_000,
-    500_000,
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    50_000_000,
-    100_000_000,
-    250_000_000,
-    500_000_000,
-    1_000_000_000,
-    2_500_000_000,
-    5_000_000_000,
-    10_000_000_000,
-];
+/// `BUCKETS` in nanoseconds (rounded: 0.00005 s is not exact in binary).
+const BUCKETS_NS: [u64; BUCKETS.len()] = {
+    let mut ns = [0; BUCKETS.len()];
+    let mut i = 0;
+    while i < ns.len() {
+        ns[i] = (BUCKETS[i] * 1e9 + 0.5) as u64;
+        i += 1;
+    }
+    ns
+};
 
 /// The bucket a sample of `ns` falls in (Prometheus buckets are `le`).
 fn bucket_of(ns: u64) -> usize {
@@ -203,10 +199,14 @@ pub struct Tally {
     sum_ns: [u64; 3],
 }
 
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 impl Tally {
     pub fn add(&mut self, kind: Kind, took: Duration) {
         let i = kind_index(kind);
-        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let ns = nanos(took);
         self.n[i] += 1;
         self.buckets[i][bucket_of(ns)] += 1;
         self.sum_ns[i] = self.sum_ns[i].saturating_add(ns);
@@ -404,38 +404,38 @@ impl UpstreamMetrics {
 
     /// One client command answered by this upstream.
     pub fn served(&self, kind: Kind, took: Duration) {
-        let mut t = Tally::default();
-        t.add(kind, took);
-        self.add(&mut t);
+        let i = kind_index(kind);
+        self.count(i, 1);
+        self.durations[i].record(nanos(took));
     }
 
     /// Adds what `t` gathered, and empties it.
     pub fn add(&self, t: &mut Tally) {
-        for (i, kind) in [Kind::Read, Kind::Write, Kind::Other]
-            .into_iter()
-            .enumerate()
-        {
-            let n = t.n[i];
+        for i in 0..t.n.len() {
+            let n = std::mem::take(&mut t.n[i]);
             if n == 0 {
                 continue;
             }
-            match kind {
-                Kind::Read => self.reads.fetch_add(n, Ordering::Relaxed),
-                Kind::Write => self.writes.fetch_add(n, Ordering::Relaxed),
-                Kind::Other => 0,
-            };
-            self.requests[i].increment(n);
+            self.count(i, n);
             let h = &self.durations[i];
             for (b, count) in t.buckets[i].iter_mut().enumerate() {
                 if *count > 0 {
-                    h.buckets[b].fetch_add(u64::from(*count), Ordering::Relaxed);
-                    *count = 0;
+                    h.buckets[b].fetch_add(u64::from(std::mem::take(count)), Ordering::Relaxed);
                 }
             }
-            h.sum_ns.fetch_add(t.sum_ns[i], Ordering::Relaxed);
-            t.n[i] = 0;
-            t.sum_ns[i] = 0;
+            h.sum_ns
+                .fetch_add(std::mem::take(&mut t.sum_ns[i]), Ordering::Relaxed);
         }
+    }
+
+    /// `n` commands of kind index `i` served.
+    fn count(&self, i: usize, n: u64) {
+        match i {
+            0 => self.reads.fetch_add(n, Ordering::Relaxed),
+            1 => self.writes.fetch_add(n, Ordering::Relaxed),
+            _ => 0,
+        };
+        self.requests[i].increment(n);
     }
 }
 

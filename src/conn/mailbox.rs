@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 struct Queue<T> {
     items: VecDeque<T>,
@@ -87,11 +87,6 @@ impl<T> Sender<T> {
         }
         Ok(())
     }
-
-    /// Whether the receiver is gone.
-    pub fn is_closed(&self) -> bool {
-        self.shared.lock().closed
-    }
 }
 
 impl<T> Receiver<T> {
@@ -101,17 +96,10 @@ impl<T> Receiver<T> {
     pub async fn recv(&mut self) -> Option<T> {
         poll_fn(|cx| {
             let mut q = self.shared.lock();
-            if let Some(item) = q.items.pop_front() {
-                return Poll::Ready(Some(item));
+            match q.items.pop_front() {
+                Some(item) => Poll::Ready(Some(item)),
+                None => self.wait(&mut q, cx).map(|()| None),
             }
-            if Arc::strong_count(&self.shared) == 1 {
-                return Poll::Ready(None);
-            }
-            match &mut q.waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                slot => *slot = Some(cx.waker().clone()),
-            }
-            Poll::Pending
         })
         .await
     }
@@ -121,21 +109,27 @@ impl<T> Receiver<T> {
     pub async fn recv_many(&mut self, buf: &mut Vec<T>, limit: usize) -> usize {
         poll_fn(|cx| {
             let mut q = self.shared.lock();
-            if !q.items.is_empty() {
-                let n = q.items.len().min(limit.max(1));
-                buf.extend(q.items.drain(..n));
-                return Poll::Ready(n);
+            if q.items.is_empty() {
+                return self.wait(&mut q, cx).map(|()| 0);
             }
-            if Arc::strong_count(&self.shared) == 1 {
-                return Poll::Ready(0);
-            }
-            match &mut q.waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                slot => *slot = Some(cx.waker().clone()),
-            }
-            Poll::Pending
+            let n = q.items.len().min(limit.max(1));
+            buf.extend(q.items.drain(..n));
+            Poll::Ready(n)
         })
         .await
+    }
+
+    /// The queue is empty: ready when no sender is left, else pending with
+    /// the task's waker registered.
+    fn wait(&self, q: &mut Queue<T>, cx: &mut Context<'_>) -> Poll<()> {
+        if Arc::strong_count(&self.shared) == 1 {
+            return Poll::Ready(());
+        }
+        match &mut q.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// A message already queued, without waiting.
@@ -151,12 +145,6 @@ impl<T> Receiver<T> {
         } else {
             buf.extend(q.items.drain(..));
         }
-    }
-
-    /// No more messages are taken: later sends fail and hand theirs back.
-    /// What is queued stays for `try_recv`.
-    pub fn close(&mut self) {
-        self.shared.lock().closed = true;
     }
 }
 
@@ -192,7 +180,7 @@ mod tests {
         assert_eq!(rx.try_recv(), None);
         drop(rx);
         assert_eq!(tx.send(4), Err(4));
-        assert!(tx2.is_closed());
+        assert_eq!(tx2.send(5), Err(5));
     }
 
     #[tokio::test]
@@ -222,15 +210,5 @@ mod tests {
         assert_eq!(rx.recv().await, None);
         let mut buf = Vec::new();
         assert_eq!(rx.recv_many(&mut buf, 4).await, 0);
-    }
-
-    #[tokio::test]
-    async fn close_keeps_what_was_queued() {
-        let (tx, mut rx) = channel::<u32>();
-        tx.send(7).unwrap();
-        rx.close();
-        assert_eq!(tx.send(8), Err(8));
-        assert_eq!(rx.try_recv(), Some(7));
-        assert_eq!(rx.try_recv(), None);
     }
 }

@@ -284,15 +284,12 @@ impl Upstream {
         self.writes_paused_us.store(us, Ordering::Relaxed);
     }
 
-    /// Whether a CLIENT PAUSE WRITE was seen at all (no clock read).
-    pub fn may_pause_writes(&self) -> bool {
-        self.writes_paused_us.load(Ordering::Relaxed) != 0
-    }
-
-    /// Whether Redis holds writes now, as far as this sidecar knows.
-    pub fn writes_paused(&self, now: Instant) -> bool {
+    /// Whether Redis holds writes now, as far as this sidecar knows. The
+    /// clock is read only when a pause was seen at all: this is asked for
+    /// every write.
+    pub fn writes_paused(&self) -> bool {
         let until = self.writes_paused_us.load(Ordering::Relaxed);
-        until != 0 && super::stamp(self.born, now) < until
+        until != 0 && super::stamp(self.born, Instant::now()) < until
     }
 
     /// Something (a reply, even an error) came back at `now`.

@@ -399,8 +399,7 @@ impl Session {
     }
 
     fn writes_paused(&self) -> bool {
-        let shard = self.shard.load();
-        shard.primary.may_pause_writes() && shard.primary.writes_paused(tokio::time::Instant::now())
+        self.shard.load().primary.writes_paused()
     }
 
     /// The client has a name and its dedicated primary connection carries
