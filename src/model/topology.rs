@@ -110,6 +110,23 @@ impl Topology {
         };
         (up, fallback)
     }
+
+    /// Where a read goes once the primary failed it (no connection) and no
+    /// usable replica is left: the nearest replica that is up and still a
+    /// replica but past the lag bound. Right after a primary dies its
+    /// replicas' lag grows past the bound before anything is promoted;
+    /// they hold everything the dead primary sent them, which is as fresh
+    /// as any read can be until a new primary takes writes. `excluded`
+    /// filters as in `pick_read` (tried, or behind the session's write).
+    pub fn last_resort(&self, excluded: impl Fn(&Upstream) -> bool) -> Option<&Arc<Upstream>> {
+        self.replicas
+            .iter()
+            .filter(|r| r.unusable() == Some(Unusable::Stale) && !excluded(r))
+            .min_by(|a, b| {
+                let cost = |u: &Upstream| u.cost().unwrap_or(f64::INFINITY);
+                cost(a).total_cmp(&cost(b))
+            })
+    }
 }
 
 /// What an update changed: the upstreams that came and the ones that went.
@@ -312,6 +329,29 @@ mod tests {
         let (up, why) = t.read_target(ReadFrom::Nearest, w, 0, |u| u.id == 1);
         assert_eq!(up.id, 0);
         assert!(why.is_some());
+    }
+
+    #[test]
+    fn last_resort_is_the_nearest_replica_only_past_the_lag_bound() {
+        let mut t = world();
+        let url: RedisUrl = "redis://127.0.0.1:7002".parse().unwrap();
+        let far = Arc::new(Upstream::new(2, 2, Role::Replica, "r".into(), url, None));
+        far.observe_probe(Duration::from_millis(9), Instant::now());
+        t.replicas.push(far);
+        let bound = Duration::from_millis(100);
+        // Usable replicas are `pick_read`'s, not a last resort.
+        assert!(t.last_resort(|_| false).is_none());
+        for r in &t.replicas {
+            r.set_lag(Some(Duration::from_secs(2)), bound);
+        }
+        assert_eq!(t.last_resort(|_| false).map(|u| u.id), Some(1));
+        // Excluded (tried, or behind the session's write): the next one.
+        assert_eq!(t.last_resort(|u| u.id == 1).map(|u| u.id), Some(2));
+        // Down, or no longer a replica: never.
+        t.replicas[1].set_healthy(false);
+        assert!(t.last_resort(|u| u.id == 1).is_none());
+        t.replicas[0].set_role_ok(false);
+        assert!(t.last_resort(|_| false).is_none());
     }
 
     #[test]

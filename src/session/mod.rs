@@ -224,7 +224,7 @@ impl Session {
             })
         };
         let mut shutdown = self.env.shutdown.clone();
-        if *shutdown.borrow() {
+        if *shutdown.borrow_and_update() {
             return;
         }
         // Small to start: a sidecar holds a connection per app thread, most
@@ -237,6 +237,9 @@ impl Session {
         let mut out = BytesMut::with_capacity(CLIENT_BUF);
         let mut eof = false;
         let mut last_read = Instant::now();
+        // Made once: a `changed()` made on every pass registers a waiter
+        // with the watch each time, for a signal that comes once.
+        let mut shutdown_signal = std::pin::pin!(shutdown.changed());
         loop {
             let (max_inflight, max_output, idle) = {
                 let c = self.env.config();
@@ -256,18 +259,11 @@ impl Session {
             }
             let idle_deadline = (idle > 0 && !self.pin.idle_exempt())
                 .then(|| last_read + Duration::from_secs(idle));
+            // Replies first, then the client's socket, then its requests:
+            // a fixed order costs no random draw per pass, and what is
+            // answered leaves before more is taken in.
             tokio::select! {
-                r = rd.read_buf(&mut inbuf), if can_read => match r {
-                    Ok(0) | Err(_) => {
-                        // Half-closed or reset: answer what was asked, then go.
-                        eof = true;
-                    }
-                    Ok(_) => {
-                        last_read = Instant::now();
-                        framer.set_unauthenticated(!self.client.authed);
-                        self.take_commands(&mut framer, &mut inbuf, max_inflight, max_output, out.len());
-                    }
-                },
+                biased;
                 ev = self.events_rx.recv() => {
                     if let Some(ev) = ev {
                         self.on_event(ev);
@@ -288,7 +284,18 @@ impl Session {
                         }
                     }
                 },
-                _ = shutdown.changed(), if !self.closing => {
+                r = rd.read_buf(&mut inbuf), if can_read => match r {
+                    Ok(0) | Err(_) => {
+                        // Half-closed or reset: answer what was asked, then go.
+                        eof = true;
+                    }
+                    Ok(_) => {
+                        last_read = Instant::now();
+                        framer.set_unauthenticated(!self.client.authed);
+                        self.take_commands(&mut framer, &mut inbuf, max_inflight, max_output, out.len());
+                    }
+                },
+                _ = &mut shutdown_signal, if !self.closing => {
                     // Draining: no new requests; finish the ones in flight.
                     self.closing = true;
                 }
@@ -311,6 +318,18 @@ impl Session {
                 self.take_commands(&mut framer, &mut inbuf, max_inflight, max_output, out.len());
             }
             self.slots.flush(&mut out);
+            // Written now, while the socket is known to take it: a reply
+            // that waits for the next pass costs a second pass per request.
+            if !out.is_empty() {
+                match wr.try_write(&out) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let _ = out.split_to(n);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => break,
+                }
+            }
             if (self.closing || eof) && self.slots.is_empty() && self.park.is_empty() {
                 // Write what is left, then close.
                 if !out.is_empty() {
@@ -319,8 +338,12 @@ impl Session {
                 break;
             }
         }
+        // A fresh receiver: the loop's was lent to its signal. One made
+        // after shutdown began sees no change, so that is checked first.
+        let shutdown = self.env.shutdown.clone();
         if let Some(cmd) = self.tunnel.take()
             && !eof
+            && !*shutdown.borrow()
         {
             self.replicate(cmd, rd, &mut wr, inbuf, shutdown).await;
         }

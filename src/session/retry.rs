@@ -219,9 +219,23 @@ impl Session {
         if let Some(s) = retry.shard.clone() {
             self.shard = s;
         }
-        let next = self.pick_read(retry.tried.as_slice());
-        if retry.tried.as_slice().contains(&next.id) {
-            return false;
+        let tried = retry.tried.as_slice();
+        let mut next = self.pick_read(tried);
+        if tried.contains(&next.id) {
+            // Nothing usable is left. When the primary is what failed, a
+            // replica past the lag bound still answers (see `last_resort`);
+            // one behind this session's own writes does not.
+            let topo = self.shard.load();
+            if !tried.contains(&topo.primary.id) {
+                return false;
+            }
+            let need = self.read_need();
+            let Some(up) =
+                topo.last_resort(|u| tried.contains(&u.id) || !fresh_enough(need, u.repl_offset()))
+            else {
+                return false;
+            };
+            next = up.clone();
         }
         self.send_read(seq, retry.cmd, next, retry.tried, Kind::Read);
         true

@@ -182,3 +182,57 @@ fn a_replica_beyond_max_staleness_serves_no_reads() {
         || unusable().as_deref() == Some("usable")
     ));
 }
+
+/// Right after the primary dies, its replica can still be past the lag
+/// bound (nothing has told the sidecar the primary is gone, so the lag is
+/// still measured against it). A read that falls back to the dead primary
+/// fails to connect; it is then served by that replica, which holds all
+/// the dead primary sent it, instead of failing with "connect failed".
+#[test]
+fn a_read_failed_by_a_dead_primary_is_served_by_a_replica_past_the_bound() {
+    let mut w = world();
+    let nearby = sidecar(&w, &["--max-staleness-ms", "50"]);
+    nearby
+        .expect_log(
+            "WARN",
+            "replica lags beyond the staleness bound: excluded from reads",
+        )
+        .expect_log("WARN", "marked down")
+        .expect_log("WARN", "upstream is down");
+    let unusable = || -> Option<String> {
+        let (_, body) = nearby.http_get("/status").ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["upstreams"]
+            .as_array()?
+            .iter()
+            .find(|u| u["role"] == "replica")
+            .map(|u| u["unusable"].as_str().unwrap_or("usable").to_string())
+    };
+    // Writes keep the replica ~300 ms behind: beyond the bound.
+    let mut c = RawConn::connect(nearby.port);
+    assert_eq!(c.cmd(&["SET", "kept", "v"]), b"+OK\r\n");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut i = 0u64;
+    while unusable().as_deref() != Some("stale") {
+        assert!(
+            Instant::now() < deadline,
+            "the replica was never marked stale"
+        );
+        for _ in 0..200 {
+            assert_eq!(c.cmd(&["SET", "busy", &i.to_string()]), b"+OK\r\n");
+            i += 1;
+        }
+    }
+    // `kept` reached the replica long ago; the primary dies now.
+    w.replica.reset_stats();
+    w.primary.kill();
+    let mut r = RawConn::connect(nearby.port);
+    for n in 0..20 {
+        assert_eq!(r.cmd(&["GET", "kept"]), b"$1\r\nv\r\n", "read {n}");
+    }
+    assert_eq!(
+        w.replica.calls("get"),
+        20,
+        "reads not served by the replica"
+    );
+}
