@@ -176,6 +176,13 @@ def cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])
 
 
+def stime_ticks(pid):
+    """stime alone (time in the kernel on the process's behalf), in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    return int(stat[stat.rindex(")") + 2:].split()[12])
+
+
 def mem_kib(pid):
     """(VmRSS, VmHWM) in KiB."""
     rss = hwm = 0
@@ -451,6 +458,9 @@ def run(args, procs, log):
     results = {s[0]: {t.name: {"SET": [], "GET": []} for t in targets} for s in scenarios}
     cpu = {s[0]: {t.name: [] for t in targets} for s in scenarios}
     redis_cpu = {s[0]: {t.name: [] for t in targets} for s in scenarios}
+    # The kernel's part of the same figures (stime).
+    kern = {s[0]: {t.name: [] for t in targets} for s in scenarios}
+    redis_kern = {s[0]: {t.name: [] for t in targets} for s in scenarios}
     failures = []
 
     for rnd in range(1, args.rounds + 1):
@@ -460,6 +470,8 @@ def run(args, procs, log):
                 before = cmd_calls(R)
                 c0 = cpu_ticks(t.pid) if t.pid else None
                 r0 = cpu_ticks(redis.pid)
+                k0 = stime_ticks(t.pid) if t.pid else None
+                rk0 = stime_ticks(redis.pid)
                 try:
                     res = redis_benchmark(t.port, tests, reqs, clients, pipeline, args.bench_timeout)
                 except Failed as e:
@@ -470,6 +482,8 @@ def run(args, procs, log):
                     continue
                 c1 = cpu_ticks(t.pid) if t.pid else None
                 r1 = cpu_ticks(redis.pid)
+                k1 = stime_ticks(t.pid) if t.pid else None
+                rk1 = stime_ticks(redis.pid)
                 after = cmd_calls(R)
                 total = reqs * len(tests.split(","))
                 for test in ("SET", "GET"):
@@ -482,6 +496,9 @@ def run(args, procs, log):
                 if c0 is not None:
                     cpu[sname][t.name].append((c1 - c0) / CLK_TCK / total)
                 redis_cpu[sname][t.name].append((r1 - r0) / CLK_TCK / total)
+                if k0 is not None:
+                    kern[sname][t.name].append((k1 - k0) / CLK_TCK / total)
+                redis_kern[sname][t.name].append((rk1 - rk0) / CLK_TCK / total)
                 log(
                     f"SET {res['SET']['rps']:>10.0f} rps  GET {res['GET']['rps']:>10.0f} rps"
                     f"  p50 {res['GET']['p50_ms'] * 1000:5.0f} us  p99 {res['GET']['p99_ms'] * 1000:5.0f} us"
@@ -521,7 +538,7 @@ def run(args, procs, log):
     if args.routing:
         routing = read_routing(args, procs, log, R, NP, failures)
 
-    return targets, results, cpu, redis_cpu, mem, routing, failures, n, n_lat
+    return targets, results, cpu, redis_cpu, (kern, redis_kern), mem, routing, failures, n, n_lat
 
 
 def read_routing(args, procs, log, R, nearby_primary_only_port, failures):
@@ -625,7 +642,7 @@ def fmt_mib(kib):
     return "—" if kib is None else f"{kib / 1024:.1f}"
 
 
-def report(args, meta, targets, results, cpu, redis_cpu, mem, routing, failures, n, n_lat):
+def report(args, meta, targets, results, cpu, redis_cpu, kernel, mem, routing, failures, n, n_lat):
     L = []
     L.append("# nearby benchmark results")
     L.append("")
@@ -694,6 +711,20 @@ def report(args, meta, targets, results, cpu, redis_cpu, mem, routing, failures,
     for t in targets:
         cells = []
         for table in (cpu, redis_cpu):
+            for s in ("c50", "c50_P16", "c1"):
+                xs = table[s][t.name]
+                cells.append("—" if not xs else f"{med(xs) * 1e6:.2f}")
+        L.append(f"| {t.name} | " + " | ".join(cells) + " |")
+    L.append("")
+    L.append("Of which in the kernel (stime): the socket calls, TCP on loopback and waking the peer. "
+             "Without pipelining each request costs one receive and one send on the client's socket "
+             "whatever the proxy does: user-space work barely moves this part.")
+    L.append("")
+    L.append("| target | proxy c50 | proxy P16 | proxy c1 | redis c50 | redis P16 | redis c1 |")
+    L.append("|---|---|---|---|---|---|---|")
+    for t in targets:
+        cells = []
+        for table in kernel:
             for s in ("c50", "c50_P16", "c1"):
                 xs = table[s][t.name]
                 cells.append("—" if not xs else f"{med(xs) * 1e6:.2f}")
@@ -823,7 +854,7 @@ def main():
 
     try:
         meta = machine_meta(args)
-        targets, results, cpu, redis_cpu, mem, routing, failures, n, n_lat = run(args, procs, log)
+        targets, results, cpu, redis_cpu, kernel, mem, routing, failures, n, n_lat = run(args, procs, log)
     except Failed as e:
         log(f"benchmark failed: {e}")
         for name, _ in procs.started:
@@ -834,7 +865,7 @@ def main():
     finally:
         procs.stop_all()
 
-    md = report(args, meta, targets, results, cpu, redis_cpu, mem, routing, failures, n, n_lat)
+    md = report(args, meta, targets, results, cpu, redis_cpu, kernel, mem, routing, failures, n, n_lat)
     print(md)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -848,6 +879,8 @@ def main():
                     "throughput_latency": results,
                     "proxy_cpu_s_per_req": cpu,
                     "redis_cpu_s_per_req": redis_cpu,
+                    "proxy_stime_s_per_req": kernel[0],
+                    "redis_stime_s_per_req": kernel[1],
                     "memory_kib": mem,
                     "routing": routing,
                     "failures": failures,
