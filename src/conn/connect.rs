@@ -68,6 +68,84 @@ pub async fn open(
     connect_timeout: Duration,
 ) -> Result<(UpstreamStream, BytesMut), UpstreamError> {
     let start = Instant::now();
+    let mut stream = connect(connector, up, connect_timeout).await?;
+    let (out, expected) = handshake_commands(up, hs);
+    exchange(
+        &mut stream,
+        out,
+        expected,
+        connect_timeout.saturating_sub(start.elapsed()),
+    )
+    .await
+    .map(|buf| (stream, buf))
+}
+
+/// A connection whose handshake is written but not yet answered: the
+/// caller writes `unsent` ahead of its first requests and takes the first
+/// `unanswered` replies as the handshake's, so the first request leaves
+/// with the handshake instead of a round trip later. A session's first
+/// blocking command then reaches Redis about as soon as a command another
+/// client sends right after it on a warm pipe, as with direct clients.
+pub struct Opened {
+    pub stream: UpstreamStream,
+    /// Bytes read past the handshake replies (TLS: the handshake is done).
+    pub read: BytesMut,
+    pub unsent: BytesMut,
+    pub unanswered: usize,
+}
+
+/// Connects and prepares the handshake without waiting for its replies.
+/// TLS connections run the whole handshake first (see `open`: a refused
+/// client certificate must fail here, not on a request).
+pub async fn open_pipelined(
+    connector: &Connector,
+    up: &Upstream,
+    hs: &Handshake,
+    connect_timeout: Duration,
+) -> Result<Opened, UpstreamError> {
+    if up.url.tls {
+        let (stream, read) = open(connector, up, hs, connect_timeout).await?;
+        return Ok(Opened {
+            stream,
+            read,
+            unsent: BytesMut::new(),
+            unanswered: 0,
+        });
+    }
+    let start = Instant::now();
+    let mut stream = connect(connector, up, connect_timeout).await?;
+    // AUTH is waited for: a request sent behind a refused AUTH could run
+    // as whatever user the connection is left with (ACL `default`).
+    let (auth, n) = auth_command(up, hs);
+    let read = if n > 0 {
+        exchange(
+            &mut stream,
+            auth,
+            n,
+            connect_timeout.saturating_sub(start.elapsed()),
+        )
+        .await?
+    } else {
+        BytesMut::with_capacity(4096)
+    };
+    // The rest cannot change who runs the requests, and the session has
+    // checked it against the server's facts (SELECT's range, HELLO).
+    let (unsent, unanswered) = state_commands(up, hs);
+    Ok(Opened {
+        stream,
+        read,
+        unsent,
+        unanswered,
+    })
+}
+
+/// The TCP connection, and TLS over it for `rediss://`, within the timeout.
+async fn connect(
+    connector: &Connector,
+    up: &Upstream,
+    connect_timeout: Duration,
+) -> Result<UpstreamStream, UpstreamError> {
+    let start = Instant::now();
     let connected = match up.addr {
         Some(addr) => crate::conn::socket::connect_addr(addr, connect_timeout).await,
         None => {
@@ -78,7 +156,7 @@ pub async fn open(
         }
     };
     let tcp = connected.map_err(|e| UpstreamError::Connect(e.to_string()))?;
-    let mut stream = if up.url.tls {
+    let stream = if up.url.tls {
         // TCP connect and TLS handshake share the connect timeout.
         let left = connect_timeout.saturating_sub(start.elapsed());
         let tls = tokio::time::timeout(left, connector.tls.connect(tcp, &up.url.host))
@@ -94,7 +172,21 @@ pub async fn open(
     } else {
         UpstreamStream::Tcp(tcp)
     };
+    Ok(stream)
+}
 
+/// What opens a connection with the state `hs`, and how many replies it
+/// gets: AUTH, SELECT, HELLO 3, CLIENT SETNAME, READONLY as needed.
+fn handshake_commands(up: &Upstream, hs: &Handshake) -> (BytesMut, usize) {
+    let (mut out, mut expected) = auth_command(up, hs);
+    let (state, n) = state_commands(up, hs);
+    out.extend_from_slice(&state);
+    expected += n;
+    (out, expected)
+}
+
+/// AUTH with the client's credentials, else the URL's, if any.
+fn auth_command(up: &Upstream, hs: &Handshake) -> (BytesMut, usize) {
     let mut out = BytesMut::new();
     let mut expected = 0;
     let auth: Option<(Option<&str>, &str)> = match &hs.auth {
@@ -113,6 +205,13 @@ pub async fn open(
         out.extend_from_slice(cmd.raw());
         expected += 1;
     }
+    (out, expected)
+}
+
+/// The rest of the state: SELECT, HELLO 3, CLIENT SETNAME, READONLY.
+fn state_commands(up: &Upstream, hs: &Handshake) -> (BytesMut, usize) {
+    let mut out = BytesMut::new();
+    let mut expected = 0;
     if hs.db != 0 {
         out.extend_from_slice(Command::from_args(&[b"SELECT", hs.db.to_string().as_bytes()]).raw());
         expected += 1;
@@ -130,6 +229,16 @@ pub async fn open(
         out.extend_from_slice(Command::from_args(&[b"READONLY"]).raw());
         expected += 1;
     }
+    (out, expected)
+}
+
+/// Writes the handshake `out` and reads its `expected` replies.
+async fn exchange(
+    stream: &mut UpstreamStream,
+    mut out: BytesMut,
+    mut expected: usize,
+    connect_timeout: Duration,
+) -> Result<BytesMut, UpstreamError> {
     // With TLS 1.3 the server checks the client certificate after the
     // client considers the handshake done: a PING round trip makes a
     // rejection fail here, as a TLS error, rather than on the first request.
@@ -182,5 +291,5 @@ pub async fn open(
                 }
             })?;
     }
-    Ok((stream, buf))
+    Ok(buf)
 }

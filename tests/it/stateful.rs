@@ -381,3 +381,75 @@ fn subscribe_from_nearest_subscribes_on_the_replica() {
     assert_eq!(sub.cmd(&["INCR", "n"]), b"+QUEUED\r\n");
     assert_eq!(sub.cmd(&["EXEC"]), b"*1\r\n:1\r\n");
 }
+
+/// A dedicated connection's state (db, protocol, name) is written with the
+/// first request that needs it, not a round trip before it: the request
+/// still runs in that state, on a connection Redis knows by that name.
+#[test]
+fn a_dedicated_connection_runs_its_first_request_in_the_clients_state() {
+    let (cluster, nearby) = setup();
+    let mut c = RawConn::connect(nearby.port);
+    // All in one write: the dedicated connection is opened by WATCH while
+    // CLIENT INFO and the transaction queue behind it.
+    c.send(
+        &[
+            resp(&["HELLO", "3"]),
+            resp(&["SELECT", "7"]),
+            resp(&["CLIENT", "SETNAME", "ded"]),
+            resp(&["WATCH", "k"]),
+            resp(&["CLIENT", "INFO"]),
+            resp(&["MULTI"]),
+            resp(&["SET", "k", "v"]),
+            resp(&["EXEC"]),
+        ]
+        .concat(),
+    );
+    let hello = c.read_reply();
+    assert!(
+        hello.starts_with(b"%"),
+        "{:?}",
+        String::from_utf8_lossy(&hello)
+    );
+    assert_eq!(c.read_reply(), b"+OK\r\n");
+    assert_eq!(c.read_reply(), b"+OK\r\n");
+    assert_eq!(c.read_reply(), b"+OK\r\n");
+    let info = String::from_utf8_lossy(&c.read_reply()).into_owned();
+    for field in ["name=ded", "db=7", "resp=3"] {
+        assert!(
+            info.split_whitespace().any(|f| f == field),
+            "{field:?} not in {info:?}"
+        );
+    }
+    assert_eq!(c.read_reply(), b"+OK\r\n");
+    assert_eq!(c.read_reply(), b"+QUEUED\r\n");
+    assert_eq!(c.read_reply(), b"*1\r\n+OK\r\n");
+    assert_eq!(cluster.primary.cli(&["-n", "7", "GET", "k"]), "v");
+    assert_eq!(cluster.primary.cli(&["-n", "0", "EXISTS", "k"]), "0");
+}
+
+/// A refused AUTH on a dedicated connection stops everything behind it:
+/// nothing the client asked runs as whatever user the connection is left
+/// with (here ACL `default`, which is on and needs no password).
+#[test]
+fn a_dedicated_connection_whose_auth_is_refused_runs_nothing() {
+    let primary = crate::common::RedisServer::start();
+    assert_eq!(
+        primary.cli(&["ACL", "SETUSER", "u", "on", ">pw", "~*", "+@all"]),
+        "OK"
+    );
+    let url = format!("redis://u:pw@{}", primary.addr());
+    let nearby = Nearby::start(&["--primary", &url]);
+    assert!(nearby.wait_ready(Duration::from_secs(5)));
+    let mut c = RawConn::connect(nearby.port);
+    assert_eq!(c.cmd(&["SET", "k", "1"]), b"+OK\r\n");
+    // Disabled now: the sidecar's next new connection as `u` is refused;
+    // the ones it holds stay.
+    assert_eq!(primary.cli(&["ACL", "SETUSER", "u", "off"]), "OK");
+    primary.reset_stats();
+    let reply = String::from_utf8_lossy(&c.cmd(&["WATCH", "k"])).into_owned();
+    assert!(
+        reply.starts_with("-ERR nearby: ") && reply.contains("WRONGPASS"),
+        "{reply:?}"
+    );
+    assert_eq!(primary.calls("watch"), 0, "WATCH ran as another user");
+}

@@ -116,9 +116,25 @@ async fn run(
     conn: u64,
 ) {
     let proto = hs.proto.unwrap_or(Proto::Resp2);
-    let err = match upstream::open(&connector, &up, &hs, timeouts.connect).await {
-        Ok((stream, buf)) => {
-            serve(&up, stream, buf, proto, &mut rx, &events, timeouts.request).await
+    let started = Instant::now();
+    let err = match upstream::open_pipelined(&connector, &up, &hs, timeouts.connect).await {
+        Ok(opened) => {
+            let handshake = Pending {
+                unsent: opened.unsent,
+                unanswered: opened.unanswered,
+                deadline: started + timeouts.connect,
+            };
+            serve(
+                &up,
+                opened.stream,
+                opened.read,
+                handshake,
+                proto,
+                &mut rx,
+                &events,
+                timeouts.request,
+            )
+            .await
         }
         Err(e) => Err((e, VecDeque::new())),
     };
@@ -138,10 +154,23 @@ async fn run(
     let _ = events.send(Event::Closed { error: text, conn });
 }
 
+/// The connection's handshake, written with the first requests rather than
+/// a round trip before them (`connect::open_pipelined`).
+struct Pending {
+    unsent: BytesMut,
+    /// Replies still owed to the handshake: they come before any request's.
+    unanswered: usize,
+    /// As with a handshake waited for: it must be answered within the
+    /// connect timeout.
+    deadline: Instant,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     up: &Upstream,
     stream: upstream::UpstreamStream,
     mut buf: BytesMut,
+    mut handshake: Pending,
     proto: Proto,
     rx: &mut mpsc::UnboundedReceiver<DRequest>,
     events: &EventTx,
@@ -151,7 +180,19 @@ async fn serve(
     let mut framer = ReplyFramer::new(ReplyLimits::default());
     let mut m = Matcher::new(proto);
     let mut batch = Vec::with_capacity(16);
-    let mut out = BytesMut::new();
+    // The handshake leaves at once, with whatever the session queued while
+    // the connection was being made.
+    let mut out = std::mem::take(&mut handshake.unsent);
+    if !out.is_empty() {
+        let now = Instant::now();
+        while let Ok(r) = rx.try_recv() {
+            queue(&mut out, &mut m, r, now);
+        }
+        if let Err(e) = wr.write_all(&out).await {
+            return Err((UpstreamError::Lost(e.to_string()), m.pending));
+        }
+        out.clear();
+    }
     // After a deadline passed while the upstream still spoke elsewhere: look
     // again then.
     let tick = (request_timeout / 8).clamp(Duration::from_millis(5), Duration::from_millis(250));
@@ -159,6 +200,19 @@ async fn serve(
     loop {
         loop {
             match framer.next(&mut buf) {
+                Ok(Some(reply)) if handshake.unanswered > 0 => {
+                    handshake.unanswered -= 1;
+                    if reply.is_error() {
+                        // The requests behind it were refused the same way
+                        // (NOAUTH) or ran in the state asked for (the
+                        // session checked SELECT and HELLO against the
+                        // server's facts): they fail with the cause.
+                        let text = String::from_utf8_lossy(&reply.raw[1..])
+                            .trim_end()
+                            .to_string();
+                        return Err((UpstreamError::Handshake(text), m.pending));
+                    }
+                }
                 Ok(Some(reply)) => {
                     m.route(up, reply, events)
                         .map_err(|e| (e, std::mem::take(&mut m.pending)))?;
@@ -170,6 +224,7 @@ async fn serve(
             }
         }
         let deadline = match m.pending.front() {
+            _ if handshake.unanswered > 0 => Some(handshake.deadline),
             Some(s)
                 if !s.slow
                     && matches!(s.expect, Expect::One { blocking: false } | Expect::Monitor) =>
@@ -193,15 +248,7 @@ async fn serve(
                 }
                 let now = Instant::now();
                 for r in batch.drain(..) {
-                    out.extend_from_slice(&r.data);
-                    m.pending.push_back(Sent {
-                        seq: r.seq,
-                        expect: r.expect,
-                        sent: now,
-                        kind: r.kind,
-                        slow: r.slow,
-                        confirm: r.confirm,
-                    });
+                    queue(&mut out, &mut m, r, now);
                 }
                 if let Err(e) = wr.write_all(&out).await {
                     return Err((UpstreamError::Lost(e.to_string()), m.pending));
@@ -215,6 +262,9 @@ async fn serve(
             }
             // As on shared pipes: only an upstream silent everywhere fails.
             _ = sleep_until_opt(deadline) => {
+                if handshake.unanswered > 0 {
+                    return Err((UpstreamError::Handshake("timed out".into()), m.pending));
+                }
                 let now = Instant::now();
                 if up.silent_for(request_timeout, now) {
                     return Err((UpstreamError::Timeout(request_timeout.as_millis() as u64), m.pending));
@@ -223,4 +273,17 @@ async fn serve(
             }
         }
     }
+}
+
+/// Appends a request to the next write and to what awaits a reply.
+fn queue(out: &mut BytesMut, m: &mut Matcher, r: DRequest, now: Instant) {
+    out.extend_from_slice(&r.data);
+    m.pending.push_back(Sent {
+        seq: r.seq,
+        expect: r.expect,
+        sent: now,
+        kind: r.kind,
+        slow: r.slow,
+        confirm: r.confirm,
+    });
 }
