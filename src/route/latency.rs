@@ -5,10 +5,12 @@
 //!   smooth their RTT (a single outlier moves it by a fifth).
 //! - Passive samples from real traffic, peak-sensitive (after linkerd's and
 //!   tower's `PeakEwma`): a failure raises the estimate at once (x4, at
-//!   least 100 ms, compounding while failures repeat); a slower
-//!   sample closes half the gap, so a real slowdown moves reads within a
-//!   request or two while a single scheduling hiccup on a busy host does
-//!   not; a faster sample closes a fifth of it; without samples the
+//!   least 100 ms, compounding while failures repeat); a slower sample
+//!   closes a fifth of the gap and a second slower one in a row closes
+//!   half, so a real slowdown moves reads within two or three requests
+//!   while a single scheduling stall on a busy host (one 25 ms reply from
+//!   a 1 ms replica) does not move them to a 10 ms one; a faster sample
+//!   closes a fifth of the gap; without samples the
 //!   estimate decays towards zero with time constant `PASSIVE_TAU`, leaving
 //!   the probe EWMA in charge.
 //!
@@ -20,6 +22,8 @@ use tokio::time::Instant;
 
 pub const PROBE_ALPHA: f64 = 0.2;
 pub const PASSIVE_ALPHA: f64 = 0.2;
+/// How much of the gap a slower sample closes when the one before it was
+/// slower too.
 pub const PASSIVE_RISE: f64 = 0.5;
 /// The least a failure raises the cost to, in seconds.
 pub const FAILURE_FLOOR: f64 = 0.1;
@@ -30,6 +34,8 @@ pub struct Latency {
     probe: Option<f64>,
     passive: f64,
     passive_at: Option<Instant>,
+    /// The last passive sample was above the estimate.
+    rising: bool,
 }
 
 impl Default for Latency {
@@ -44,6 +50,7 @@ impl Latency {
             probe: None,
             passive: 0.0,
             passive_at: None,
+            rising: false,
         }
     }
 
@@ -73,11 +80,13 @@ impl Latency {
     /// One request's latency from real traffic, in seconds.
     pub fn passive_sample(&mut self, sample: f64, now: Instant) {
         let current = self.passive_at(now);
-        let alpha = if sample > current {
+        let slower = sample > current;
+        let alpha = if slower && self.rising {
             PASSIVE_RISE
         } else {
             PASSIVE_ALPHA
         };
+        self.rising = slower;
         self.passive = current + alpha * (sample - current);
         self.passive_at = Some(now);
     }
@@ -117,13 +126,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn passive_cost_decays_by_e_per_time_constant_on_paused_time() {
         let mut l = Latency::new();
-        // The first sample rises half way from zero.
+        // The first sample rises a fifth of the way from zero.
         l.passive_sample(0.100, Instant::now());
-        assert!(close(l.cost(Instant::now()).unwrap(), 0.050));
+        assert!(close(l.cost(Instant::now()).unwrap(), 0.020));
         tokio::time::advance(PASSIVE_TAU).await;
         assert!(close(
             l.cost(Instant::now()).unwrap(),
-            0.050 * (-1f64).exp()
+            0.020 * (-1f64).exp()
         ));
         // A probe EWMA takes over once the passive estimate fell below it.
         l.probe_sample(0.010);
@@ -155,13 +164,20 @@ mod tests {
         let mut l = Latency::new();
         assert_eq!(l.cost(t0), None);
         l.passive_sample(0.002, t0);
-        assert!(close(l.cost(t0).unwrap(), 0.001), "half way up from zero");
+        assert!(close(l.cost(t0).unwrap(), 0.0004), "a fifth up from zero");
+        // A second slower reply in a row closes half the gap.
         l.passive_sample(0.002, t0);
-        assert!(close(l.cost(t0).unwrap(), 0.0015));
-        // A slower reply closes half the gap: one hiccup does not double it.
-        l.passive_sample(0.0415, t0);
-        assert!(close(l.cost(t0).unwrap(), 0.0215));
-        // A failure: at least 100 ms at once.
+        assert!(close(l.cost(t0).unwrap(), 0.0012));
+        // A faster one closes a fifth.
+        l.passive_sample(0.0, t0);
+        assert!(close(l.cost(t0).unwrap(), 0.00096));
+        // One stall after it moves the estimate a fifth of the way only...
+        l.passive_sample(0.02496, t0);
+        assert!(close(l.cost(t0).unwrap(), 0.00576));
+        // ...a second slow reply in a row, half of what is left.
+        l.passive_sample(0.02576, t0);
+        assert!(close(l.cost(t0).unwrap(), 0.01576));
+        // A failure: at least 100 ms at once (4 x 15.76 ms is less).
         l.failure(1.0, t0);
         assert!(close(l.cost(t0).unwrap(), 0.1));
         // Repeated failures compound (x4), up to the timeout.
@@ -182,12 +198,30 @@ mod tests {
         let mut l = Latency::new();
         l.probe_sample(0.020);
         l.passive_sample(0.140, t0);
-        assert!(close(l.cost(t0).unwrap(), 0.070));
-        // One time constant later: 70 ms * e^-1, still above the probe.
+        assert!(close(l.cost(t0).unwrap(), 0.028));
+        l.passive_sample(0.140, t0);
+        assert!(close(l.cost(t0).unwrap(), 0.084));
+        // One time constant later: 84 ms * e^-1, still above the probe.
         let t1 = t0 + PASSIVE_TAU;
-        assert!(close(l.cost(t1).unwrap(), 0.070 * (-1.0f64).exp()));
+        assert!(close(l.cost(t1).unwrap(), 0.084 * (-1.0f64).exp()));
         // Long after, the probe RTT is what is left.
         let t2 = t0 + PASSIVE_TAU * 10;
         assert!(close(l.cost(t2).unwrap(), 0.020));
+    }
+
+    #[test]
+    fn one_stall_does_not_move_reads_to_a_farther_replica_two_in_a_row_do() {
+        let t0 = Instant::now();
+        let (mut near, mut far) = (Latency::new(), Latency::new());
+        near.probe_sample(0.001);
+        far.probe_sample(0.010);
+        // One 25 ms reply from the 1 ms replica (a stall on a busy host).
+        near.passive_sample(0.025, t0);
+        assert!(close(near.cost(t0).unwrap(), 0.005));
+        assert!(near.cost(t0) < far.cost(t0));
+        // A second in a row is a slowdown: the far one is nearer now.
+        near.passive_sample(0.025, t0);
+        assert!(close(near.cost(t0).unwrap(), 0.015));
+        assert!(near.cost(t0) > far.cost(t0));
     }
 }
