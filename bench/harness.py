@@ -17,6 +17,7 @@ import io
 import json
 import os
 import platform
+import resource
 import selectors
 import signal
 import socket
@@ -461,6 +462,9 @@ def run(args, procs, log):
     # The kernel's part of the same figures (stime).
     kern = {s[0]: {t.name: [] for t in targets} for s in scenarios}
     redis_kern = {s[0]: {t.name: [] for t in targets} for s in scenarios}
+    # redis-benchmark's own CPU per request: the third process on the two
+    # cores, and the one that bounds the direct run.
+    client_cpu = {s[0]: {t.name: [] for t in targets} for s in scenarios}
     failures = []
 
     for rnd in range(1, args.rounds + 1):
@@ -472,6 +476,7 @@ def run(args, procs, log):
                 r0 = cpu_ticks(redis.pid)
                 k0 = stime_ticks(t.pid) if t.pid else None
                 rk0 = stime_ticks(redis.pid)
+                ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 try:
                     res = redis_benchmark(t.port, tests, reqs, clients, pipeline, args.bench_timeout)
                 except Failed as e:
@@ -484,6 +489,9 @@ def run(args, procs, log):
                 r1 = cpu_ticks(redis.pid)
                 k1 = stime_ticks(t.pid) if t.pid else None
                 rk1 = stime_ticks(redis.pid)
+                # Only redis-benchmark was reaped in between: the servers
+                # are children too, but still running.
+                ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 after = cmd_calls(R)
                 total = reqs * len(tests.split(","))
                 for test in ("SET", "GET"):
@@ -499,6 +507,9 @@ def run(args, procs, log):
                 if k0 is not None:
                     kern[sname][t.name].append((k1 - k0) / CLK_TCK / total)
                 redis_kern[sname][t.name].append((rk1 - rk0) / CLK_TCK / total)
+                client_cpu[sname][t.name].append(
+                    (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) / total
+                )
                 log(
                     f"SET {res['SET']['rps']:>10.0f} rps  GET {res['GET']['rps']:>10.0f} rps"
                     f"  p50 {res['GET']['p50_ms'] * 1000:5.0f} us  p99 {res['GET']['p99_ms'] * 1000:5.0f} us"
@@ -538,7 +549,7 @@ def run(args, procs, log):
     if args.routing:
         routing = read_routing(args, procs, log, R, NP, failures)
 
-    return targets, results, cpu, redis_cpu, (kern, redis_kern), mem, routing, failures, n, n_lat
+    return targets, results, cpu, redis_cpu, (kern, redis_kern), client_cpu, mem, routing, failures, n, n_lat
 
 
 def read_routing(args, procs, log, R, nearby_primary_only_port, failures):
@@ -642,7 +653,7 @@ def fmt_mib(kib):
     return "—" if kib is None else f"{kib / 1024:.1f}"
 
 
-def report(args, meta, targets, results, cpu, redis_cpu, kernel, mem, routing, failures, n, n_lat):
+def report(args, meta, targets, results, cpu, redis_cpu, kernel, client_cpu, mem, routing, failures, n, n_lat):
     L = []
     L.append("# nearby benchmark results")
     L.append("")
@@ -730,6 +741,7 @@ def report(args, meta, targets, results, cpu, redis_cpu, kernel, mem, routing, f
                 cells.append("—" if not xs else f"{med(xs) * 1e6:.2f}")
         L.append(f"| {t.name} | " + " | ".join(cells) + " |")
     L.append("")
+    budget(L, targets, results, cpu, redis_cpu, client_cpu)
 
     L.append(f"## (e) Resident memory (VmRSS / VmHWM from /proc/PID/status), MiB")
     L.append("")
@@ -785,6 +797,47 @@ def report(args, meta, targets, results, cpu, redis_cpu, kernel, mem, routing, f
             L.append(f"- {f}")
         L.append("")
     return "\n".join(L)
+
+
+def budget(L, targets, results, cpu, redis_cpu, client_cpu):
+    """The two-core budget: what all three processes spend per request.
+
+    Benchmark, proxy and Redis share the machine's cores, so no target can
+    go faster than cores / (their CPU per request summed); the direct run
+    has one process fewer. 'cores busy' is that sum times the measured rate:
+    how much of the machine the run used.
+    """
+    cores = os.cpu_count() or 1
+    L.append(f"CPU budget on {cores} cores, per request (µs): redis-benchmark's own CPU "
+             "(getrusage of the reaped child) beside the proxy's and Redis's; "
+             f"**ceiling** = {cores} cores ÷ the sum; **cores busy** = the sum × the measured rate "
+             "(SET and GET together).")
+    L.append("")
+    L.append("| target | scenario | redis-benchmark | proxy | redis | sum | ceiling rps | measured rps | ceiling ÷ direct | cores busy |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
+
+    def rate(sname, name):
+        r = results[sname][name]
+        a, b = med([x["rps"] for x in r["SET"]]), med([x["rps"] for x in r["GET"]])
+        return 2 / (1 / a + 1 / b) if a and b else None
+
+    for sname in ("c50", "c50_P16"):
+        direct = rate(sname, "direct")
+        for t in targets:
+            parts = [med(client_cpu[sname][t.name]), med(cpu[sname][t.name]) if t.pid else 0.0,
+                     med(redis_cpu[sname][t.name])]
+            measured = rate(sname, t.name)
+            if any(p is None for p in parts) or not measured:
+                continue
+            total = sum(parts)
+            ceiling = cores / total if total else None
+            L.append(
+                f"| {t.name} | {sname} | {parts[0] * 1e6:.2f} | "
+                f"{'—' if not t.pid else f'{parts[1] * 1e6:.2f}'} | {parts[2] * 1e6:.2f} | "
+                f"{total * 1e6:.2f} | {ceiling:,.0f} | {measured:,.0f} | "
+                f"{fmt_ratio(ceiling / direct if direct else None)} | {total * measured:.2f} |"
+            )
+    L.append("")
 
 
 def machine_meta(args):
@@ -854,7 +907,7 @@ def main():
 
     try:
         meta = machine_meta(args)
-        targets, results, cpu, redis_cpu, kernel, mem, routing, failures, n, n_lat = run(args, procs, log)
+        targets, results, cpu, redis_cpu, kernel, client_cpu, mem, routing, failures, n, n_lat = run(args, procs, log)
     except Failed as e:
         log(f"benchmark failed: {e}")
         for name, _ in procs.started:
@@ -865,7 +918,7 @@ def main():
     finally:
         procs.stop_all()
 
-    md = report(args, meta, targets, results, cpu, redis_cpu, kernel, mem, routing, failures, n, n_lat)
+    md = report(args, meta, targets, results, cpu, redis_cpu, kernel, client_cpu, mem, routing, failures, n, n_lat)
     print(md)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -881,6 +934,7 @@ def main():
                     "redis_cpu_s_per_req": redis_cpu,
                     "proxy_stime_s_per_req": kernel[0],
                     "redis_stime_s_per_req": kernel[1],
+                    "benchmark_cpu_s_per_req": client_cpu,
                     "memory_kib": mem,
                     "routing": routing,
                     "failures": failures,
