@@ -519,7 +519,11 @@ impl Nearby {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
-            .env("RUST_LOG", "info");
+            // NEARBY_TEST_RUST_LOG: a finer sidecar log while chasing a failure.
+            .env(
+                "RUST_LOG",
+                std::env::var("NEARBY_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            );
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("NEARBY_") {
                 cmd.env_remove(&key);
