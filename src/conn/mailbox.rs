@@ -137,6 +137,11 @@ impl<T> Receiver<T> {
         self.shared.lock().items.pop_front()
     }
 
+    /// Appends everything queued to `buf` in one lock.
+    pub fn drain_vec(&mut self, buf: &mut Vec<T>) {
+        buf.extend(self.shared.lock().items.drain(..));
+    }
+
     /// Moves everything queued to `buf` in one lock.
     pub fn drain_into(&mut self, buf: &mut VecDeque<T>) {
         let mut q = self.shared.lock();
