@@ -199,14 +199,15 @@ def mem_kib(pid):
 # ---------------------------------------------------------------- redis-benchmark
 
 
-def redis_benchmark(port, tests, n, clients, pipeline=1, timeout=600):
+def redis_benchmark(port, tests, n, clients, pipeline=1, timeout=600, prefix=()):
     """Runs redis-benchmark --csv; returns {TEST: {rps, p50_ms, p99_ms}}.
 
     redis-benchmark 7.0's --csv prints one row per test with rps,
-    avg/min/p50/p95/p99/max latency in milliseconds.
+    avg/min/p50/p95/p99/max latency in milliseconds. `prefix` goes before
+    the command (e.g. taskset).
     """
     argv = [
-        "redis-benchmark", "-h", "127.0.0.1", "-p", str(port),
+        *prefix, "redis-benchmark", "-h", "127.0.0.1", "-p", str(port),
         "-t", tests, "-n", str(n), "-c", str(clients), "-P", str(pipeline), "--csv",
     ]
     try:

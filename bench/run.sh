@@ -4,7 +4,7 @@
 # same redis-server.
 #
 #   bash bench/run.sh [--quick] [--rounds N] [--requests N] [--install-peers]
-#                     [--no-routing] [--no-near-cache] [--no-cluster]
+#                     [--no-routing] [--no-near-cache] [--no-cluster] [--no-placement]
 #                     [--idle-clients N] [--budget-min N] [--baseline GIT-REV]
 #
 # --baseline builds nearby at GIT-REV (in a temporary worktree) and runs it
@@ -23,6 +23,7 @@ install_peers=0
 routing=1
 near_cache=1
 cluster=1
+placement=1
 budget_min=""
 quick=0
 baseline=""
@@ -43,6 +44,7 @@ while [ $# -gt 0 ]; do
         --no-routing) routing=0; shift ;;
         --no-near-cache) near_cache=0; shift ;;
         --no-cluster) cluster=0; shift ;;
+        --no-placement) placement=0; shift ;;
         --budget-min) budget_min="${2:-}"; shift 2 ;;
         --baseline) baseline="${2:-}"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
@@ -138,6 +140,16 @@ timeout -k 15 "$((budget_min * 60))" python3 "$here/harness.py" \
     --workdir "$work" --pidfile "$pidfile" \
     --out "$here/results/latest.md" --json "$here/results/latest.json" \
     "${peers[@]}"
+if [ "$placement" = 1 ]; then
+    # 50 clients again, every process pinned to a core: where the scheduler
+    # puts three processes on two cores decides more than the proxy does.
+    echo "placement scenario ($rounds rounds) ..." >&2
+    placement_peers=()
+    for p in "${peers[@]}"; do [ "$p" = --no-routing ] || placement_peers+=("$p"); done
+    timeout -k 15 "$((budget_min * 60))" python3 "$here/placement.py" --nearby "$bin" \
+        --rounds "$rounds" --requests "$requests" --pidfile "$pidfile" \
+        --out "$here/results/latest.md" "${placement_peers[@]}"
+fi
 if [ "$near_cache" = 1 ]; then
     # Its own lab per round (relays, a primary and a replica), after the rest.
     echo "near-cache scenario ($rounds rounds) ..." >&2
