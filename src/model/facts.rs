@@ -27,6 +27,20 @@ impl Default for ServerFacts {
     }
 }
 
+/// The command table of shared facts, as a handle `arc_swap::Cache` can
+/// hold: a session's own view of it costs one pointer comparison per
+/// command while the table does not change.
+#[derive(Clone)]
+pub struct CommandsOf(pub Arc<ServerFacts>);
+
+impl std::ops::Deref for CommandsOf {
+    type Target = ArcSwap<CommandTable>;
+
+    fn deref(&self) -> &ArcSwap<CommandTable> {
+        &self.0.commands
+    }
+}
+
 impl ServerFacts {
     pub fn commands(&self) -> arc_swap::Guard<Arc<CommandTable>> {
         self.commands.load()

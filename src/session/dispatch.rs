@@ -40,7 +40,7 @@ impl Session {
         let Some(cmd) = self.park_behind(cmd) else {
             return;
         };
-        let c = command::classify_full(&self.env.facts.commands(), &cmd);
+        let c = command::classify_full(self.commands_view.load(), &cmd);
         let route = c.route;
         let mut slot_cmd = Some(cmd);
         let cur = Cur {

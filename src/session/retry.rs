@@ -251,11 +251,14 @@ impl Session {
     /// already failed the request.
     pub(super) fn pick_read(&mut self, tried: &[usize]) -> Arc<Upstream> {
         let topo = self.shard.load();
-        let config = self.env.config();
-        let window = Duration::from_millis(config.routing.latency_window_ms);
-        if config.routing.read_from == ReadFrom::Primary || topo.replicas.is_empty() {
+        let (read_from, window) = {
+            let c = self.config_view.load();
+            let window = Duration::from_millis(c.routing.latency_window_ms);
+            (c.routing.read_from, window)
+        };
+        if read_from == ReadFrom::Primary || topo.replicas.is_empty() {
             // No replica can take it: skip the freshness bookkeeping.
-            let (up, fallback) = topo.read_target(config.routing.read_from, window, 0, |_| false);
+            let (up, fallback) = topo.read_target(read_from, window, 0, |_| false);
             if let Some(f) = fallback {
                 self.env.metrics.fallback(f);
             }
@@ -271,12 +274,10 @@ impl Session {
         {
             self.replication().demand_offsets();
         }
-        let (up, fallback) = topo.read_target(
-            config.routing.read_from,
-            window,
-            self.slots.next_seq() as usize,
-            |u| tried.contains(&u.id) || !fresh_enough(need, u.repl_offset()),
-        );
+        let (up, fallback) =
+            topo.read_target(read_from, window, self.slots.next_seq() as usize, |u| {
+                tried.contains(&u.id) || !fresh_enough(need, u.repl_offset())
+            });
         if let Some(f) = fallback {
             self.env.metrics.fallback(f);
         }
