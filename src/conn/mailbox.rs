@@ -137,9 +137,12 @@ impl<T> Receiver<T> {
         self.shared.lock().items.pop_front()
     }
 
-    /// Appends everything queued to `buf` in one lock.
-    pub fn drain_vec(&mut self, buf: &mut Vec<T>) {
-        buf.extend(self.shared.lock().items.drain(..));
+    /// Appends what is queued to `buf`, in one lock, until `buf` holds
+    /// `max` items; the rest stay queued.
+    pub fn drain_vec(&mut self, buf: &mut Vec<T>, max: usize) {
+        let mut q = self.shared.lock();
+        let n = max.saturating_sub(buf.len()).min(q.items.len());
+        buf.extend(q.items.drain(..n));
     }
 
     /// Moves everything queued to `buf` in one lock.
@@ -186,6 +189,22 @@ mod tests {
         drop(rx);
         assert_eq!(tx.send(4), Err(4));
         assert_eq!(tx2.send(5), Err(5));
+    }
+
+    #[test]
+    fn drain_vec_fills_up_to_the_limit_and_leaves_the_rest_queued() {
+        let (tx, mut rx) = channel::<u32>();
+        for i in 0..5 {
+            tx.send(i).unwrap();
+        }
+        let mut buf = vec![9];
+        rx.drain_vec(&mut buf, 3);
+        assert_eq!(buf, vec![9, 0, 1]);
+        rx.drain_vec(&mut buf, 3);
+        assert_eq!(buf, vec![9, 0, 1]);
+        rx.drain_vec(&mut buf, 10);
+        assert_eq!(buf, vec![9, 0, 1, 2, 3, 4]);
+        assert_eq!(rx.try_recv(), None);
     }
 
     #[tokio::test]

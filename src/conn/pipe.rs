@@ -25,6 +25,9 @@ use crate::proto::refusal::Refusal;
 use crate::proto::{ReplyFramer, ReplyLimits};
 use crate::route::command::Kind;
 
+/// Requests written upstream in one batch at most.
+const MAX_BATCH: usize = 1024;
+
 #[derive(Clone)]
 pub struct PipeHandle {
     tx: mailbox::Sender<Request>,
@@ -304,7 +307,7 @@ async fn serve(
                 res = &mut reader => {
                     break res.unwrap_or_else(|e| UpstreamError::Lost(e.to_string()));
                 }
-                n = rx.recv_many(&mut batch, 1024) => {
+                n = rx.recv_many(&mut batch, MAX_BATCH) => {
                     if n == 0 {
                         let _ = stop_tx.send(UpstreamError::Lost("shutting down".into()));
                         return None;
@@ -319,7 +322,7 @@ async fn serve(
             // A lone client's request is written at once.
             if batch.len() > 1 || last_batch > 1 {
                 tokio::task::yield_now().await;
-                rx.drain_vec(&mut batch);
+                rx.drain_vec(&mut batch, MAX_BATCH);
             }
         }
         let now = Instant::now();
