@@ -45,10 +45,6 @@ struct Head {
 }
 
 impl Head {
-    fn busy(&self) -> bool {
-        self.sent_us.load(Ordering::Relaxed) != 0
-    }
-
     fn set(&self, sent: Option<Instant>) {
         let us = sent.map_or(0, |t| stamp(self.epoch, t));
         self.sent_us.store(us, Ordering::Relaxed);
@@ -72,7 +68,7 @@ impl PipeHandle {
     /// Whether anything waits on the pipe at all: when not, it cannot be
     /// held, and no clock needs reading to say so.
     pub fn busy(&self) -> bool {
-        self.head.busy()
+        self.head.sent_us.load(Ordering::Relaxed) != 0
     }
 
     /// The same pipe (both handles feed one connection).
